@@ -1,0 +1,1 @@
+"""biotwin's plant twin: a SimPy model of a bioreactor / vaccine-adjuvant line."""

@@ -1,0 +1,121 @@
+"""Batches (ISA-88 control recipes in execution) and what happens to them.
+
+A :class:`Batch` carries its plan (release and due time), its own random stream, the
+raw-material lot it was made from, the deviations injected into it, and the record of the
+unit procedures it went through. :func:`draw_lot` and :func:`draw_deviations` decide, when a
+batch is released, what it will suffer; the discrete-event model then decides *when*, and
+the signal generator (:mod:`twin.signals`) makes the precursors visible in the tags.
+
+Severity and consequence: every deviation gets a severity in [0, 1]. The most severe
+``oos_probability`` share of occurrences are *consequential*: they drive a critical quality
+attribute out of specification. Precursor magnitudes in the signals grow with severity, so
+the outcome is partly, never perfectly, predictable from the trajectories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from twin.config import DeviationSpec, PlantConfig
+
+__all__ = ["Batch", "Deviation", "StepRecord", "draw_deviations", "draw_lot"]
+
+
+@dataclass
+class Deviation:
+    """A documented departure: class, root cause, where and when it started, how bad."""
+
+    deviation_class: str
+    root_cause: str
+    step: str
+    onset_fraction: float
+    severity: float
+    consequential: bool
+    source: str = "random"
+    unit: str | None = None
+    onset_h: float | None = None
+
+
+@dataclass
+class StepRecord:
+    """One executed unit procedure: where, when it waited, started and ended."""
+
+    step: str
+    unit: str
+    queued_h: float
+    start_h: float
+    end_h: float | None = None
+    released_h: float | None = None
+    duration_h: float = 0.0
+    health: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Batch:
+    """A batch in the line, from release to disposition."""
+
+    id: str
+    seq: int
+    product: str
+    release_h: float
+    due_h: float
+    rng: np.random.Generator
+    lot: dict[str, float | str] = field(default_factory=dict)
+    deviations: list[Deviation] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    status: str = "planned"
+    start_h: float | None = None
+    filled_h: float | None = None
+    qc_start_h: float | None = None
+    disposition_h: float | None = None
+    disposition: str | None = None
+    lost_reason: str | None = None
+    durations: dict[str, float] = field(default_factory=dict)
+
+
+def draw_lot(batch_seq: int, rng: np.random.Generator, config: PlantConfig) -> dict:
+    """Raw-material lot attributes of a batch (lot-to-lot variability of DOMAIN.md).
+
+    The media lot's potency drives the growth rate in the bioreactors; a bad lot (the
+    ``raw_material`` deviation) is a lot whose potency is low from the start.
+    """
+    return {
+        "media_lot": f"ML-{2600 + batch_seq // 3:05d}",
+        "media_potency": float(np.clip(rng.normal(1.0, 0.025), 0.85, 1.1)),
+        "glucose_purity_pct": float(np.clip(rng.normal(99.5, 0.2), 98.0, 100.0)),
+        "squalene_lot": f"SQ-{700 + batch_seq // 6:04d}",
+        "squalene_peroxide_meq_per_kg": float(abs(rng.normal(0.5, 0.15))),
+        "polysorbate_lot": f"PS-{300 + batch_seq // 10:04d}",
+    }
+
+
+def _onset(spec: DeviationSpec, rng: np.random.Generator) -> float:
+    return float(rng.uniform(spec.onset_fraction_low, spec.onset_fraction_high))
+
+
+def draw_deviations(rng: np.random.Generator, config: PlantConfig) -> list[Deviation]:
+    """Random-root-cause deviations of one batch, drawn at release.
+
+    Asset failures add further deviations while the batch runs (see :mod:`twin.line`).
+    """
+    out = []
+    for name, spec in config.deviations.items():
+        # Draw all numbers for every class so that changing one rate does not shift the
+        # random stream of the others (common random numbers across scenarios).
+        occurs = rng.random() < spec.rate_per_batch
+        onset = _onset(spec, rng)
+        severity = float(rng.random())
+        if occurs:
+            out.append(
+                Deviation(
+                    deviation_class=name,
+                    root_cause=spec.root_cause,
+                    step=spec.step,
+                    onset_fraction=onset,
+                    severity=severity,
+                    consequential=severity > 1.0 - spec.oos_probability,
+                )
+            )
+    return out
