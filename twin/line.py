@@ -59,7 +59,7 @@ class LineRecords:
     """Everything the model observed, as plain Python rows (turned into tables later)."""
 
     schedule: list[tuple] = field(default_factory=list)  # unit, batch, step, activity, start, end
-    asset_events: list[tuple] = field(default_factory=list)  # time, asset, unit, event, age, health, detail
+    asset_events: list[tuple] = field(default_factory=list)  # time, asset, unit, event, age, life, health, detail
     events: list[tuple] = field(default_factory=list)  # time, kind, unit, batch, detail
     down: list[tuple] = field(default_factory=list)  # unit, asset, start, end, kind
 
@@ -157,7 +157,16 @@ class Line:
     def _asset_event(self, asset: Asset, event: str, detail: str = "") -> None:
         now = self.env.now
         self.records.asset_events.append(
-            (now, asset.id, asset.unit.id, event, asset.age(now), asset.health(now), detail)
+            (
+                now,
+                asset.id,
+                asset.unit.id,
+                event,
+                asset.age(now),
+                asset.life_h,
+                asset.health(now),
+                detail,
+            )
         )
 
     def new_batch(self, release_h: float, due_h: float | None = None) -> Batch:
@@ -175,6 +184,9 @@ class Line:
         )
         batch.lot = draw_lot(seq, rng, self.config)
         batch.deviations = draw_deviations(rng, self.config)
+        for dev in batch.deviations:
+            if dev.deviation_class == "raw_material":  # a bad lot: low potency from the start
+                batch.lot["media_potency"] *= 1.0 - 0.05 - 0.25 * dev.severity
         # Durations are drawn up front, from the batch's own stream, so that a scenario
         # that delays a batch does not change how long its steps take.
         for step in self._steps:
@@ -209,6 +221,8 @@ class Line:
             at random over one interval.
         """
         env = self.env
+        for asset in self.assets.values():
+            self._asset_event(asset, "in_service", "state at start of run")
         if demand:
             env.process(self.demand_generator())
         if shifts:

@@ -1,0 +1,40 @@
+# biotwin: `make run` sets up and starts the main job, `make test` runs lint and tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DATA_DIR ?= $(or $(BIOTWIN_DATA_DIR),var)
+
+.PHONY: run test lint format bench sample clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/biotwin simulate --days 365 --seed 7 --out $(DATA_DIR)/simulation
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_simulate.py
+	$(BIN)/python benchmarks/bench_scenarios.py
+
+sample: $(STAMP)
+	$(BIN)/biotwin simulate --days 60 --seed 7 --out sample_data/twin
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

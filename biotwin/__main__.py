@@ -1,0 +1,3 @@
+from biotwin.cli import app
+
+app()

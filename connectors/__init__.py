@@ -1,0 +1,1 @@
+"""biotwin connectors (see the open issues; not built yet)."""

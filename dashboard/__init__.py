@@ -1,0 +1,1 @@
+"""biotwin dashboard (see the open issues; not built yet)."""

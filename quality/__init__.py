@@ -1,0 +1,1 @@
+"""biotwin quality (see the open issues; not built yet)."""
