@@ -230,7 +230,10 @@ def integrate_fed_batch(
     cap = _per_step("agitation_cap_rpm", agitation_cap_rpm, n, steps, aeration.agitation_max_rpm)
     sf = feed.feed_substrate_g_per_l
 
-    shape = (n, steps + 1)
+    # time-major internally (rows written contiguously), transposed views on return
+    shape = (steps + 1, n)
+    fmul = np.ascontiguousarray(fmul.T)
+    cap = np.ascontiguousarray(cap.T)
     out = {k: np.empty(shape) for k in (
         "x", "s", "p", "v", "f", "mu", "do", "our", "rpm", "vvm", "o2", "kla", "fed", "used")}
     fed = np.zeros(n)
@@ -253,12 +256,12 @@ def integrate_fed_batch(
                 demand * v, mu)
 
     def record(i, f, mu, our, rpm, vvm, o2, kla, do):
-        out["x"][:, i], out["s"][:, i], out["p"][:, i], out["v"][:, i] = x, s, p, v
-        out["f"][:, i], out["mu"][:, i], out["do"][:, i], out["our"][:, i] = f, mu, do, our
-        out["rpm"][:, i], out["vvm"][:, i], out["o2"][:, i], out["kla"][:, i] = rpm, vvm, o2, kla
-        out["fed"][:, i], out["used"][:, i] = fed, used
+        out["x"][i], out["s"][i], out["p"][i], out["v"][i] = x, s, p, v
+        out["f"][i], out["mu"][i], out["do"][i], out["our"][i] = f, mu, do, our
+        out["rpm"][i], out["vvm"][i], out["o2"][i], out["kla"][i] = rpm, vvm, o2, kla
+        out["fed"][i], out["used"][i] = fed, used
 
-    c0 = _cascade(aeration, np.zeros(n), cap[:, 0])
+    c0 = _cascade(aeration, np.zeros(n), cap[0])
     record(0, np.zeros(n), np.zeros(n), np.zeros(n), *c0[:4], c0[4])
     growth = feed.feed_growth_per_h
     for i in range(steps):
@@ -269,7 +272,7 @@ def integrate_fed_batch(
                 feed.initial_feed_l_per_h * np.exp(growth * (t - feed.feed_start_h))),
             0.0,
         )
-        f = np.where(v < feed.max_volume_l, command * fmul[:, i], 0.0)
+        f = np.where(v < feed.max_volume_l, command * fmul[i], 0.0)
         do_term = do / (ko + do)
         k1 = rates(x, s, p, v, f, do_term)
         k2 = rates(x + 0.5 * dt_h * k1[0], np.maximum(s + 0.5 * dt_h * k1[1], 0.0),
@@ -293,8 +296,9 @@ def integrate_fed_batch(
         used += consumed
         mu = w * (k1[5] + 2 * k2[5] + 2 * k3[5] + k4[5]) / dt_h
         our = mu / pr["yxo_g_per_g"] * x / _O2_G_PER_MOL * 1000.0
-        rpm, vvm, o2, kla, do = _cascade(aeration, our, cap[:, i])
+        rpm, vvm, o2, kla, do = _cascade(aeration, our, cap[i])
         record(i + 1, f, mu, our, rpm, vvm, o2, kla, do)
+    out = {k: a.T for k, a in out.items()}
     return FedBatchTrajectory(
         time_h=np.arange(steps + 1) * dt_h,
         biomass_g_per_l=out["x"],
