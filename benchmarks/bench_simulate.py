@@ -42,7 +42,7 @@ def run_twin(config, days: float, seed: int, out: Path) -> tuple[float, float, i
 
 def run_floor(config, days: float, out: Path) -> float:
     """Random values in the twin's signal layout, written with the same options."""
-    n = int(round(days * 24 * 60 / config.plant.sample_interval_min))
+    n = round(days * 24 * 60 / config.plant.sample_interval_min)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     times = pa.array(
@@ -61,7 +61,8 @@ def run_floor(config, days: float, out: Path) -> float:
                     np.zeros(k * n, dtype=np.int32), pa.array([unit.id])
                 ),
                 "tag": pa.DictionaryArray.from_arrays(
-                    np.repeat(np.arange(k, dtype=np.int32), n), pa.array([f"T{j}" for j in range(k)])
+                    np.repeat(np.arange(k, dtype=np.int32), n),
+                    pa.array([f"T{j}" for j in range(k)]),
                 ),
                 "value": rng.standard_normal(k * n),
                 "quality": pa.DictionaryArray.from_arrays(np.zeros(k * n, dtype=np.int8), quality),
@@ -92,8 +93,10 @@ def main() -> None:
         med_total, med_floor = statistics.median(total), statistics.median(floors)
         years = args.days / 365.0
         print(f"machine: {machine()}")
-        print(f"horizon: {args.days:g} days, {rows:,} signal rows, "
-              f"{len(load_config().units)} units, runs: {args.runs}")
+        print(
+            f"horizon: {args.days:g} days, {rows:,} signal rows, "
+            f"{len(load_config().units)} units, runs: {args.runs}"
+        )
         print(f"simulate (DES + kinetics + signals), median: {statistics.median(sims):.2f} s")
         print(f"instruments + Parquet write, median:        {statistics.median(writes):.2f} s")
         print(f"total, median:  {med_total:.2f} s  -> {years / med_total:.3f} plant-years/s")

@@ -27,8 +27,7 @@ err_console = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="Plant TOML file (default: the shipped line).",
-                 dir_okay=False),
+    typer.Option("--config", help="Plant TOML file (default: the shipped line).", dir_okay=False),
 ]
 
 
@@ -101,8 +100,9 @@ def _print_summary(sim, manifest: dict, out: Path, t_sim: float, t_write: float)
     dev = tables["deviations"]["deviation_class"].value_counts()
     table.add_row("deviations", ", ".join(f"{k} {v}" for k, v in dev.items()) or "none")
     events = tables["asset_events"]["event"].value_counts()
-    table.add_row("asset failures / PMs",
-                  f"{int(events.get('failure', 0))} / {int(events.get('pm_end', 0))}")
+    table.add_row(
+        "asset failures / PMs", f"{int(events.get('failure', 0))} / {int(events.get('pm_end', 0))}"
+    )
     signal_rows = sum(v for k, v in manifest["rows"].items() if k.startswith("signals/"))
     table.add_row("signal rows", f"{signal_rows:,}")
     table.add_row("tags", str(len(tables["tags"])))
@@ -126,7 +126,12 @@ def check_config(config: ConfigOption = None) -> None:
         table.add_column(col)
     for unit in plant.units:
         spec = plant.unit_classes[unit.unit_class]
-        table.add_row(unit.id, unit.unit_class, spec.kind, str(len(spec.signals)),
-                      ", ".join(a.name for a in spec.assets))
+        table.add_row(
+            unit.id,
+            unit.unit_class,
+            spec.kind,
+            str(len(spec.signals)),
+            ", ".join(a.name for a in spec.assets),
+        )
     console.print(table)
     console.print(f"recipe: {plant.recipe.name}: " + " > ".join(s.name for s in plant.recipe.steps))

@@ -38,11 +38,27 @@ def test_written_outputs_read_back(sim_20d, tmp_path):
     step = signals[signals["tag"] == "TIC-201.PV"]["time"].diff().dropna().unique()
     assert list(step) == [pd.Timedelta(minutes=1)]
     batches = pd.read_parquet(out / "batches.parquet")
-    for col in ("batch_id", "production_unit", "media_lot", "titer_g_per_l", "any_oos",
-                "deviation_classes", "disposition", "release_time", "due_time"):
+    for col in (
+        "batch_id",
+        "production_unit",
+        "media_lot",
+        "titer_g_per_l",
+        "any_oos",
+        "deviation_classes",
+        "disposition",
+        "release_time",
+        "due_time",
+    ):
         assert col in batches.columns
-    for name in ("phases", "deviations", "schedule", "asset_events", "events", "tags",
-                 "sensor_faults"):
+    for name in (
+        "phases",
+        "deviations",
+        "schedule",
+        "asset_events",
+        "events",
+        "tags",
+        "sensor_faults",
+    ):
         assert (out / f"{name}.parquet").exists()
 
 
@@ -54,8 +70,9 @@ def test_same_seed_same_files(config, tmp_path):
     write_outputs(a, tmp_path / "a")
     write_outputs(b, tmp_path / "b")
     for name in ("batches.parquet", "schedule.parquet", "signals/BR-202.parquet"):
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / name),
-                                      pd.read_parquet(tmp_path / "b" / name))
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "a" / name), pd.read_parquet(tmp_path / "b" / name)
+        )
 
 
 def test_a_failed_write_leaves_nothing(sim_20d, tmp_path, monkeypatch):
@@ -81,8 +98,9 @@ def test_invalid_config_writes_nothing(tmp_path):
     from twin.config import DEFAULT_CONFIG_PATH
 
     bad.write_text(DEFAULT_CONFIG_PATH.read_text().replace("analysts = 2", "analysts = -1"))
-    result = CliRunner().invoke(app, ["simulate", "--days", "2", "--config", str(bad),
-                                      "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app, ["simulate", "--days", "2", "--config", str(bad), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 2
     assert "qc_lab.analysts" in result.output and "got -1" in result.output
     assert not (tmp_path / "out").exists()
@@ -101,11 +119,13 @@ def _production_runs(sim):
             if b["any_oos"] is None or pd.isna(b["any_oos"]) or seg.end - seg.start < 600:
                 continue
             run = slice(seg.start, seg.end)
-            rows.append({
-                "label": bool(b["any_oos"]) or b["n_deviations"] > 0,
-                "classes": b["deviation_classes"],
-                **{name: values[run] for name, values in sig.items()},
-            })
+            rows.append(
+                {
+                    "label": bool(b["any_oos"]) or b["n_deviations"] > 0,
+                    "classes": b["deviation_classes"],
+                    **{name: values[run] for name, values in sig.items()},
+                }
+            )
     return rows
 
 
@@ -121,8 +141,21 @@ def test_labels_are_not_one_tag_and_one_threshold(sim_150d):
     labels = [r["label"] for r in runs]
     assert 0.1 < np.mean(labels) < 0.7
     best = 0.0
-    for tag in ("do", "temperature", "ph", "agitation", "our", "biomass", "titer", "substrate",
-                "jacket_valve", "base_addition", "feed_rate", "vibration", "motor_current"):
+    for tag in (
+        "do",
+        "temperature",
+        "ph",
+        "agitation",
+        "our",
+        "biomass",
+        "titer",
+        "substrate",
+        "jacket_valve",
+        "base_addition",
+        "feed_rate",
+        "vibration",
+        "motor_current",
+    ):
         for stat in (np.min, np.max, np.mean):
             best = max(best, _auc([stat(r[tag]) for r in runs], labels))
     assert best < 0.9
@@ -137,7 +170,8 @@ def test_precursors_early_and_late(sim_150d):
     # so a model looking at 25 % of the batch has seen it
     at = lambda r, name, f: r[name][int(f * len(r[name]))]  # noqa: E731
     assert np.median([at(r, "biomass", 0.1) for r in raw]) < 0.9 * np.median(
-        [at(r, "biomass", 0.1) for r in clean])
+        [at(r, "biomass", 0.1) for r in clean]
+    )
     # a temperature excursion shows late: nothing at 40 %, > 0.3 C above setpoint by the end
     hot = [r for r in runs if "temperature_excursion" in r["classes"]]
     late = [r["temperature"][-60:].mean() - r["temperature_sp"][-60:].mean() for r in hot]

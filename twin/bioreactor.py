@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from twin.config import BioreactorSpec, UnitClassSpec
-from twin.downstream import AMBIENT_C, SIP_C, deviation_severity
+from twin.downstream import AMBIENT_C, SIP_C
 from twin.kinetics import (
     AerationControl,
     FeedProfile,
@@ -92,8 +92,9 @@ def bioreactor_class_signals(
         sev, onset = _severity_onset(seg, "contamination")
         if sev > 0:
             hours_in = np.maximum(0.0, step_frac[i] - onset) * lengths[i] * dt_h
-            contamination[i] = np.where(step_frac[i] >= onset,
-                                        (0.2 + 0.8 * sev) * np.expm1(0.25 * hours_in), 0.0)
+            contamination[i] = np.where(
+                step_frac[i] >= onset, (0.2 + 0.8 * sev) * np.expm1(0.25 * hours_in), 0.0
+            )
         window = tl.state[seg.start : seg.end] == DOWN
         if window.any():  # a failed asset during the run: agitator and feed pump stop
             names = {d.source.split("/")[-1] for d in seg.batch.deviations if d.unit == tl.unit_id}
@@ -152,8 +153,9 @@ def bioreactor_class_signals(
         sig["airflow"][sl] = traj.airflow_vvm[i, 1 : L + 1] * volume
         sig["o2_fraction"][sl] = 100.0 * traj.o2_fraction[i, 1 : L + 1]
         feed_cmd = traj.feed_l_per_h[i, 1 : L + 1] / np.maximum(feed_mult[i, :L], 0.05)
-        sig["feed_rate"][sl] = np.where(feed_mult[i, :L] < 0.01, 0.0,
-                                        0.5 * (feed_cmd + traj.feed_l_per_h[i, 1 : L + 1]))
+        sig["feed_rate"][sl] = np.where(
+            feed_mult[i, :L] < 0.01, 0.0, 0.5 * (feed_cmd + traj.feed_l_per_h[i, 1 : L + 1])
+        )
         sig["our"][sl] = our
         sig["cer"][sl] = cer
         sig["biomass"][sl] = traj.biomass_g_per_l[i, 1 : L + 1]

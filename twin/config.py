@@ -22,7 +22,6 @@ Structure (ISA-95 for equipment, ISA-88 for the recipe):
 
 from __future__ import annotations
 
-import re
 import tomllib
 from functools import cached_property
 from pathlib import Path
@@ -453,16 +452,14 @@ class PlantConfig(_Model):
                 )
         production = [u for u in self.units if u.unit_class == "production_bioreactor"]
         if "production_bioreactor" in self.unit_classes and not 1 <= len(production) <= 8:
-            raise ValueError(
-                f"units must hold 1-8 production bioreactors; got {len(production)}"
-            )
+            raise ValueError(f"units must hold 1-8 production bioreactors; got {len(production)}")
         covered = sum(s.length_h for s in self.shifts)
         if abs(covered - 24.0) > 1e-6:
             raise ValueError(f"shifts length_h must sum to 24; got {covered}")
         return self
 
     @cached_property
-    def horizon_start(self):  # noqa: ANN201 - pandas Timestamp
+    def horizon_start(self):
         """The simulation start as a timezone-aware pandas Timestamp (UTC)."""
         import pandas as pd
 

@@ -61,8 +61,10 @@ def assess_batch(
     purity = (
         98.3
         - 3.5 * attrs.get("resin_health", 0.0) ** 2
-        - 1.5 * max((d.severity for d in batch.deviations if d.deviation_class == "do_crash"),
-                    default=0.0)
+        - 1.5
+        * max(
+            (d.severity for d in batch.deviations if d.deviation_class == "do_crash"), default=0.0
+        )
         + 0.35 * rng.standard_normal()
     )
     endotoxin = float(np.exp(rng.normal(np.log(0.8), 0.3)))
@@ -73,8 +75,9 @@ def assess_batch(
     if attrs.get("integrity_failed"):
         bioburden += float(rng.integers(1, 4))
     droplet = attrs.get("droplet_nm", np.nan) + 2.0 * rng.standard_normal()
-    droplet = _push(droplet, specs["droplet_z_avg_nm"].high,
-                    _worst(batch, ("oversized_droplets",)), +1, rng)
+    droplet = _push(
+        droplet, specs["droplet_z_avg_nm"].high, _worst(batch, ("oversized_droplets",)), +1, rng
+    )
     pdi = 0.09 + 0.004 * max(0.0, droplet - 155.0) + 0.015 * rng.standard_normal()
     ph = 7.08 - 0.5 * attrs.get("ph_probe_offset", 0.0) + 0.05 * rng.standard_normal()
     ph_dev = _worst(batch, ("ph_drift",))
@@ -88,5 +91,7 @@ def assess_batch(
         "pdi": float(max(0.01, pdi)),
         "ph": float(ph),
         "osmolality_mosm_per_kg": float(rng.normal(300.0, 7.0)),
-        "fill_volume_dev_pct": float(attrs.get("fill_offset_pct", 0.0) + 0.3 * rng.standard_normal()),
+        "fill_volume_dev_pct": float(
+            attrs.get("fill_offset_pct", 0.0) + 0.3 * rng.standard_normal()
+        ),
     }

@@ -71,7 +71,9 @@ def _health(tl: UnitTimeline, name: str) -> np.ndarray:
     return tl.health.get(name, np.zeros(tl.n))
 
 
-def _motor(tl: UnitTimeline, load: np.ndarray, health: np.ndarray, nominal_a: float, base_vib: float):
+def _motor(
+    tl: UnitTimeline, load: np.ndarray, health: np.ndarray, nominal_a: float, base_vib: float
+):
     """Vibration RMS (mm/s) and motor current (A) of a rotating machine with wear."""
     on = load > 0
     vibration = np.where(on, base_vib * (0.6 + 0.4 * load) + 5.0 * health**3, 0.1)
@@ -111,11 +113,12 @@ def media_prep_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -> di
 
 def harvest_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -> dict:
     """Disc-stack centrifuge: bowl wear raises vibration, current and centrate turbidity."""
-    run, clean = _base(tl)
+    run, _clean = _base(tl)
     health = _health(tl, "bowl_drive")
     centrifuging = run & (tl.phase == 0)
-    biomass = tl.per_sample([attrs.get(s.batch.id, {}).get("biomass_g_per_l", 40.0)
-                             for s in tl.segments], 0.0)
+    biomass = tl.per_sample(
+        [attrs.get(s.batch.id, {}).get("biomass_g_per_l", 40.0) for s in tl.segments], 0.0
+    )
     bowl = np.select([run, tl.state == CIP], [7200.0, 3000.0], default=0.0)
     feed = np.select([centrifuging, run, tl.state == CIP], [400.0, 600.0, 500.0], default=0.0)
     turbidity = np.where(centrifuging, 5.0 + 0.4 * biomass + 60.0 * health**2, 0.5)
@@ -135,11 +138,12 @@ def harvest_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -> dict:
 
 def chromatography_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -> dict:
     """Capture chromatography: resin ageing raises column dP and lowers purity."""
-    run, clean = _base(tl)
+    run, _clean = _base(tl)
     pf = phase_fraction(tl)
     resin = _health(tl, "resin")
-    titer = tl.per_sample([attrs.get(s.batch.id, {}).get("titer_g_per_l", 3.0)
-                           for s in tl.segments], 0.0)
+    titer = tl.per_sample(
+        [attrs.get(s.batch.id, {}).get("titer_g_per_l", 3.0) for s in tl.segments], 0.0
+    )
     # resin cycles since the last renewal: count segments, reset when health drops
     cycles = np.zeros(len(tl.segments) + 1)
     count, last_health = 0, -1.0
@@ -149,16 +153,17 @@ def chromatography_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -
         last_health = h
         cycles[k] = count
     for k, seg in enumerate(tl.segments):
-        attrs.setdefault(seg.batch.id, {})["resin_health"] = float(
-            resin[min(seg.start, tl.n - 1)]
-        )
+        attrs.setdefault(seg.batch.id, {})["resin_health"] = float(resin[min(seg.start, tl.n - 1)])
         attrs[seg.batch.id]["resin_cycles"] = float(cycles[k])
     flow = np.select([run, tl.state == CIP], [150.0, 100.0], default=0.0)
     column_dp = np.where(flow > 0, (0.6 + 1.4 * resin**2) * flow / 150.0, 0.0)
     uv = np.select(
         [run & (tl.phase == 1), run & (tl.phase == 2), run & (tl.phase == 3)],
-        [200.0 + 300.0 * pf, 500.0 * np.exp(-5.0 * pf),
-         titer * 450.0 * (1.0 - 0.4 * resin**2) * np.exp(-((pf - 0.45) ** 2) / 0.02)],
+        [
+            200.0 + 300.0 * pf,
+            500.0 * np.exp(-5.0 * pf),
+            titer * 450.0 * (1.0 - 0.4 * resin**2) * np.exp(-((pf - 0.45) ** 2) / 0.02),
+        ],
         default=2.0,
     )
     conductivity = np.select(
@@ -180,7 +185,7 @@ def chromatography_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -
 
 def premix_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -> dict:
     """Emulsion premix: squalene and buffer charge, then high-shear mixing."""
-    run, clean = _base(tl)
+    run, _clean = _base(tl)
     pf = phase_fraction(tl)
     charging = run & (tl.phase == 0)
     mixing = run & (tl.phase == 1)
@@ -201,7 +206,7 @@ def premix_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -> dict:
 
 def homogenizer_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -> dict:
     """High-pressure homogenizer: pressure loss from valve-seat and seal wear enlarges droplets."""
-    run, clean = _base(tl)
+    run, _clean = _base(tl)
     hz = spec.homogenizer
     valve = _health(tl, "valve_seat")
     seal = _health(tl, "plunger_seal")
@@ -236,23 +241,33 @@ def homogenizer_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -> d
 
 def sterile_filter_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -> dict:
     """0.2 um filtration: oversized droplets and damaged filters foul it; integrity tests."""
-    run, clean = _base(tl)
+    run, _clean = _base(tl)
     fs = spec.filter
     pf = phase_fraction(tl)
-    droplet = tl.per_sample([attrs.get(s.batch.id, {}).get("droplet_nm", 155.0)
-                             for s in tl.segments], 155.0)
+    droplet = tl.per_sample(
+        [attrs.get(s.batch.id, {}).get("droplet_nm", 155.0) for s in tl.segments], 155.0
+    )
     sev = deviation_severity(tl, "filter_fouling")
     rate = fs.fouling_per_h * (1.0 + np.maximum(0.0, droplet - 160.0) / 8.0) + 1.2 * sev
     filtering = run & (tl.phase == 1)
-    phase_h = pf * tl.per_sample([s.record.duration_h * s.step.phases[1].fraction
-                                  for s in tl.segments], 0.0)
+    phase_h = pf * tl.per_sample(
+        [s.record.duration_h * s.step.phases[1].fraction for s in tl.segments], 0.0
+    )
     dp = np.where(filtering, fs.clean_dp_bar * np.exp(rate * phase_h), 0.0)
     flux = np.where(filtering, fs.nominal_flux_lmh * fs.clean_dp_bar / np.maximum(dp, 1e-6), 0.0)
     failed = tl.per_sample(
-        [any(d.deviation_class == "filter_fouling" and d.consequential for d in s.batch.deviations)
-         for s in tl.segments], 0.0)
-    bubble = np.select([run & (tl.phase == 0), run & (tl.phase == 2)],
-                       [3.6, 3.6 - 1.4 * failed], default=0.0)
+        [
+            any(
+                d.deviation_class == "filter_fouling" and d.consequential
+                for d in s.batch.deviations
+            )
+            for s in tl.segments
+        ],
+        0.0,
+    )
+    bubble = np.select(
+        [run & (tl.phase == 0), run & (tl.phase == 2)], [3.6, 3.6 - 1.4 * failed], default=0.0
+    )
     for seg in tl.segments:
         window = dp[seg.start : min(seg.end, tl.n)]
         attrs.setdefault(seg.batch.id, {})["final_dp_bar"] = float(window.max(initial=0.0))
@@ -275,7 +290,7 @@ def sterile_filter_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -
 
 def filler_signals(tl: UnitTimeline, spec: UnitClassSpec, attrs: dict) -> dict:
     """Vial filling: a worn dosing pump under-fills and spreads the fill weights."""
-    run, clean = _base(tl)
+    run, _clean = _base(tl)
     fl = spec.filler
     pump = _health(tl, "dosing_pump")
     filling = run & (tl.phase == 1)
@@ -310,7 +325,9 @@ def _normal_tail(z: np.ndarray) -> np.ndarray:
 def _erfc(x: np.ndarray) -> np.ndarray:
     # Abramowitz-Stegun 7.1.26, |error| < 1.5e-7, enough for a reject-rate tag
     t = 1.0 / (1.0 + 0.3275911 * np.abs(x))
-    y = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    y = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     erfc = y * np.exp(-x * x)
     return np.where(x >= 0, erfc, 2.0 - erfc)
 

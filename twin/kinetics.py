@@ -119,8 +119,7 @@ def _per_step(name: str, value, n: int, steps: int, default: float) -> np.ndarra
         return np.broadcast_to(arr, (n, steps))
     except ValueError:
         raise ValueError(
-            f"{name} must broadcast to (n_batches, n_steps) = ({n}, {steps}); got shape "
-            f"{arr.shape}"
+            f"{name} must broadcast to (n_batches, n_steps) = ({n}, {steps}); got shape {arr.shape}"
         ) from None
 
 
@@ -142,7 +141,8 @@ def _cascade(aer: AerationControl, our, cap_rpm):
     kla_min_air = _kla(aer, np.minimum(aer.agitation_min_rpm, cap), aer.airflow_min_vvm)
     # stage 1: agitation at min airflow
     rpm = aer.agitation_max_rpm * (
-        need / (aer.kla_ref_per_h * (aer.airflow_min_vvm / aer.airflow_max_vvm) ** aer.gas_exponent_b)
+        need
+        / (aer.kla_ref_per_h * (aer.airflow_min_vvm / aer.airflow_max_vvm) ** aer.gas_exponent_b)
     ) ** (1.0 / a3)
     rpm = np.clip(rpm, np.minimum(aer.agitation_min_rpm, cap), cap)
     kla_rpm = _kla(aer, rpm, aer.airflow_min_vvm)
@@ -159,8 +159,11 @@ def _cascade(aer: AerationControl, our, cap_rpm):
     o2_need = 0.21 * our / (kla * c_air * drive)
     o2 = np.where(short, np.clip(o2_need, 0.21, aer.o2_fraction_max), o2)
     c_sat = c_air * o2 / 0.21
-    do = np.where(our > kla * c_sat * drive * (1.0 + 1e-9),
-                  100.0 * (1.0 - our / (kla * c_sat)), aer.do_setpoint_pct)
+    do = np.where(
+        our > kla * c_sat * drive * (1.0 + 1e-9),
+        100.0 * (1.0 - our / (kla * c_sat)),
+        aer.do_setpoint_pct,
+    )
     return rpm, vvm, o2, kla, np.clip(do, 0.0, 100.0)
 
 
@@ -205,8 +208,15 @@ def integrate_fed_batch(
         raise ValueError(f"dt_h must be > 0; got {dt_h}")
     if int(n_steps) < 1:
         raise ValueError(f"n_steps must be >= 1; got {n_steps}")
-    sizes = [np.size(v) for v in (initial_biomass_g_per_l, initial_substrate_g_per_l,
-                                  initial_volume_l, params.mu_max_per_h)]
+    sizes = [
+        np.size(v)
+        for v in (
+            initial_biomass_g_per_l,
+            initial_substrate_g_per_l,
+            initial_volume_l,
+            params.mu_max_per_h,
+        )
+    ]
     n = n_batches or max(sizes)
     for f in ("feed_multiplier", "agitation_cap_rpm"):
         v = locals()[f]
@@ -234,8 +244,25 @@ def integrate_fed_batch(
     shape = (steps + 1, n)
     fmul = np.ascontiguousarray(fmul.T)
     cap = np.ascontiguousarray(cap.T)
-    out = {k: np.empty(shape) for k in (
-        "x", "s", "p", "v", "f", "mu", "do", "our", "rpm", "vvm", "o2", "kla", "fed", "used")}
+    out = {
+        k: np.empty(shape)
+        for k in (
+            "x",
+            "s",
+            "p",
+            "v",
+            "f",
+            "mu",
+            "do",
+            "our",
+            "rpm",
+            "vvm",
+            "o2",
+            "kla",
+            "fed",
+            "used",
+        )
+    }
     fed = np.zeros(n)
     used = np.zeros(n)
     do = np.full(n, aeration.do_setpoint_pct)
@@ -252,8 +279,14 @@ def integrate_fed_batch(
         mu = mu * scale
         demand = demand * scale
         d = f / v
-        return (mu * x - d * x, -demand + d * (sf - s), (alpha * mu + beta) * x - d * p, f,
-                demand * v, mu)
+        return (
+            mu * x - d * x,
+            -demand + d * (sf - s),
+            (alpha * mu + beta) * x - d * p,
+            f,
+            demand * v,
+            mu,
+        )
 
     def record(i, f, mu, our, rpm, vvm, o2, kla, do):
         out["x"][i], out["s"][i], out["p"][i], out["v"][i] = x, s, p, v
@@ -268,19 +301,39 @@ def integrate_fed_batch(
         t = i * dt_h
         command = np.where(
             t >= feed.feed_start_h,
-            min(feed.max_feed_l_per_h,
-                feed.initial_feed_l_per_h * np.exp(growth * (t - feed.feed_start_h))),
+            min(
+                feed.max_feed_l_per_h,
+                feed.initial_feed_l_per_h * np.exp(growth * (t - feed.feed_start_h)),
+            ),
             0.0,
         )
         f = np.where(v < feed.max_volume_l, command * fmul[i], 0.0)
         do_term = do / (ko + do)
         k1 = rates(x, s, p, v, f, do_term)
-        k2 = rates(x + 0.5 * dt_h * k1[0], np.maximum(s + 0.5 * dt_h * k1[1], 0.0),
-                   p + 0.5 * dt_h * k1[2], v + 0.5 * dt_h * k1[3], f, do_term)
-        k3 = rates(x + 0.5 * dt_h * k2[0], np.maximum(s + 0.5 * dt_h * k2[1], 0.0),
-                   p + 0.5 * dt_h * k2[2], v + 0.5 * dt_h * k2[3], f, do_term)
-        k4 = rates(x + dt_h * k3[0], np.maximum(s + dt_h * k3[1], 0.0), p + dt_h * k3[2],
-                   v + dt_h * k3[3], f, do_term)
+        k2 = rates(
+            x + 0.5 * dt_h * k1[0],
+            np.maximum(s + 0.5 * dt_h * k1[1], 0.0),
+            p + 0.5 * dt_h * k1[2],
+            v + 0.5 * dt_h * k1[3],
+            f,
+            do_term,
+        )
+        k3 = rates(
+            x + 0.5 * dt_h * k2[0],
+            np.maximum(s + 0.5 * dt_h * k2[1], 0.0),
+            p + 0.5 * dt_h * k2[2],
+            v + 0.5 * dt_h * k2[3],
+            f,
+            do_term,
+        )
+        k4 = rates(
+            x + dt_h * k3[0],
+            np.maximum(s + dt_h * k3[1], 0.0),
+            p + dt_h * k3[2],
+            v + dt_h * k3[3],
+            f,
+            do_term,
+        )
         w = dt_h / 6.0
         dx = w * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
         dp = w * (k1[2] + 2 * k2[2] + 2 * k3[2] + k4[2])

@@ -59,7 +59,9 @@ class LineRecords:
     """Everything the model observed, as plain Python rows (turned into tables later)."""
 
     schedule: list[tuple] = field(default_factory=list)  # unit, batch, step, activity, start, end
-    asset_events: list[tuple] = field(default_factory=list)  # time, asset, unit, event, age, life, health, detail
+    asset_events: list[tuple] = field(
+        default_factory=list
+    )  # time, asset, unit, event, age, life, health, detail
     events: list[tuple] = field(default_factory=list)  # time, kind, unit, batch, detail
     down: list[tuple] = field(default_factory=list)  # unit, asset, start, end, kind
 
@@ -301,8 +303,15 @@ class Line:
                 req.cancel()
 
     # ------------------------------------------------------------------ batches
-    def batch_flow(self, batch: Batch, start_step: int = 0, unit: Unit | None = None,
-                   elapsed_h: float = 0.0, holding: bool = False, qc_remaining_h: float | None = None):
+    def batch_flow(
+        self,
+        batch: Batch,
+        start_step: int = 0,
+        unit: Unit | None = None,
+        elapsed_h: float = 0.0,
+        holding: bool = False,
+        qc_remaining_h: float | None = None,
+    ):
         """The life of one batch: WIP slot, every unit procedure, then QC and disposition.
 
         ``start_step``, ``unit``, ``elapsed_h`` and ``holding`` resume a batch from a plant

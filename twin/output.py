@@ -71,8 +71,9 @@ def batch_tables(sim: Simulation) -> dict[str, pd.DataFrame]:
             "start_h": b.start_h,
             "filled_h": b.filled_h,
             "qc_start_h": b.qc_start_h,
-            "disposition_h": b.disposition_h if b.disposition in ("released", "rejected",
-                                                                   "lost") else None,
+            "disposition_h": b.disposition_h
+            if b.disposition in ("released", "rejected", "lost")
+            else None,
             "units": ",".join(units),
             "production_unit": production,
             "lost_reason": b.lost_reason,
@@ -81,11 +82,17 @@ def batch_tables(sim: Simulation) -> dict[str, pd.DataFrame]:
         for name, spec in config.specs.items():
             value = cqa.get(name, np.nan)
             row[name] = value
-            row[f"{name}_oos"] = bool(
-                np.isfinite(value)
-                and ((spec.low is not None and value < spec.low)
-                     or (spec.high is not None and value > spec.high))
-            ) if cqa else None
+            row[f"{name}_oos"] = (
+                bool(
+                    np.isfinite(value)
+                    and (
+                        (spec.low is not None and value < spec.low)
+                        or (spec.high is not None and value > spec.high)
+                    )
+                )
+                if cqa
+                else None
+            )
         classes = sorted({d.deviation_class for d in b.deviations})
         row["deviation_classes"] = ",".join(classes)
         row["root_causes"] = "; ".join(sorted({d.root_cause for d in b.deviations}))
@@ -97,9 +104,16 @@ def batch_tables(sim: Simulation) -> dict[str, pd.DataFrame]:
             end = rec.end_h if rec.end_h is not None else sim.horizon_h
             edges = np.cumsum([0.0] + [p.fraction for p in steps[rec.step].phases])
             for p, a, z in zip(steps[rec.step].phases, edges[:-1], edges[1:], strict=True):
-                phase_rows.append((b.id, rec.step, p.name, rec.unit,
-                                   rec.start_h + a * (end - rec.start_h),
-                                   rec.start_h + z * (end - rec.start_h)))
+                phase_rows.append(
+                    (
+                        b.id,
+                        rec.step,
+                        p.name,
+                        rec.unit,
+                        rec.start_h + a * (end - rec.start_h),
+                        rec.start_h + z * (end - rec.start_h),
+                    )
+                )
         for d in b.deviations:
             onset = d.onset_h
             if onset is None:
@@ -108,8 +122,20 @@ def batch_tables(sim: Simulation) -> dict[str, pd.DataFrame]:
                     end = rec.end_h if rec.end_h is not None else sim.horizon_h
                     onset = rec.start_h + d.onset_fraction * (end - rec.start_h)
             unit = d.unit or next((r.unit for r in b.steps if r.step == d.step), None)
-            dev_rows.append((b.id, d.deviation_class, d.root_cause, d.step, unit, onset,
-                             d.onset_fraction, d.severity, d.consequential, d.source))
+            dev_rows.append(
+                (
+                    b.id,
+                    d.deviation_class,
+                    d.root_cause,
+                    d.step,
+                    unit,
+                    onset,
+                    d.onset_fraction,
+                    d.severity,
+                    d.consequential,
+                    d.source,
+                )
+            )
     batches = pd.DataFrame(rows)
     for col in ("release", "due", "start", "filled", "qc_start", "disposition"):
         batches[f"{col}_time"] = _ts(sim, batches.pop(f"{col}_h"))
@@ -118,9 +144,21 @@ def batch_tables(sim: Simulation) -> dict[str, pd.DataFrame]:
     )
     phases = pd.DataFrame(phase_rows, columns=["batch_id", "step", "phase", "unit", "s", "e"])
     phases["start_time"], phases["end_time"] = _ts(sim, phases.pop("s")), _ts(sim, phases.pop("e"))
-    deviations = pd.DataFrame(dev_rows, columns=[
-        "batch_id", "deviation_class", "root_cause", "step", "unit", "onset_h", "onset_fraction",
-        "severity", "consequential", "source"])
+    deviations = pd.DataFrame(
+        dev_rows,
+        columns=[
+            "batch_id",
+            "deviation_class",
+            "root_cause",
+            "step",
+            "unit",
+            "onset_h",
+            "onset_fraction",
+            "severity",
+            "consequential",
+            "source",
+        ],
+    )
     deviations["onset_time"] = _ts(sim, deviations.pop("onset_h"))
 
     sched = []
@@ -132,27 +170,58 @@ def batch_tables(sim: Simulation) -> dict[str, pd.DataFrame]:
             if released > end:
                 sched.append((rec.unit, b.id, rec.step, "holding", end, released))
     sched += [(u, b, s, a, t0, t1) for u, b, s, a, t0, t1 in sim.line.records.schedule]
-    sched += [(u, None, a.split("/")[-1], "repair", t0, t1)
-              for u, a, t0, t1, kind in sim.line.records.down if kind == "failure"]
+    sched += [
+        (u, None, a.split("/")[-1], "repair", t0, t1)
+        for u, a, t0, t1, kind in sim.line.records.down
+        if kind == "failure"
+    ]
     schedule = pd.DataFrame(sched, columns=["unit", "batch_id", "step", "activity", "s", "e"])
     schedule = schedule.sort_values(["s", "unit"], kind="stable").reset_index(drop=True)
-    schedule["start_time"], schedule["end_time"] = _ts(sim, schedule.pop("s")), _ts(
-        sim, schedule.pop("e"))
+    schedule["start_time"], schedule["end_time"] = (
+        _ts(sim, schedule.pop("s")),
+        _ts(sim, schedule.pop("e")),
+    )
 
-    assets = pd.DataFrame(sim.line.records.asset_events, columns=[
-        "t", "asset", "unit", "event", "age_h", "life_h", "health", "detail"])
+    assets = pd.DataFrame(
+        sim.line.records.asset_events,
+        columns=["t", "asset", "unit", "event", "age_h", "life_h", "health", "detail"],
+    )
     assets.insert(0, "time", _ts(sim, assets.pop("t")))
-    events = pd.DataFrame(sim.line.records.events, columns=["t", "kind", "unit", "batch_id",
-                                                            "detail"])
+    events = pd.DataFrame(
+        sim.line.records.events, columns=["t", "kind", "unit", "batch_id", "detail"]
+    )
     events.insert(0, "time", _ts(sim, events.pop("t")))
     tags = []
     for unit in config.units:
         spec = config.unit_classes[unit.unit_class]
         for s in spec.signals:
-            tags.append((s.tag.format(n=unit.loop_number), unit.id, unit.unit_class, s.name,
-                         s.description, s.eng_unit, s.low, s.high, s.noise_sd))
-    tags = pd.DataFrame(tags, columns=["tag", "unit", "unit_class", "signal", "description",
-                                       "eng_unit", "eu_low", "eu_high", "noise_sd"])
+            tags.append(
+                (
+                    s.tag.format(n=unit.loop_number),
+                    unit.id,
+                    unit.unit_class,
+                    s.name,
+                    s.description,
+                    s.eng_unit,
+                    s.low,
+                    s.high,
+                    s.noise_sd,
+                )
+            )
+    tags = pd.DataFrame(
+        tags,
+        columns=[
+            "tag",
+            "unit",
+            "unit_class",
+            "signal",
+            "description",
+            "eng_unit",
+            "eu_low",
+            "eu_high",
+            "noise_sd",
+        ],
+    )
     return {
         "batches": batches,
         "phases": phases,
@@ -168,14 +237,17 @@ def _signal_table(sim: Simulation, unit_id: str, times: pa.Array) -> tuple[pa.Ta
     readings = sim.read_unit(unit_id)
     k, n = readings.values.shape
     tag_codes = np.repeat(np.arange(k, dtype=np.int32), n)
-    table = pa.table({
-        "time": pa.chunked_array([times] * k),
-        "unit": pa.DictionaryArray.from_arrays(np.zeros(k * n, dtype=np.int32),
-                                               pa.array([unit_id])),
-        "tag": pa.DictionaryArray.from_arrays(tag_codes, pa.array(readings.tags)),
-        "value": readings.values.reshape(-1),
-        "quality": pa.DictionaryArray.from_arrays(readings.quality.reshape(-1), _QUALITY_DICT),
-    })
+    table = pa.table(
+        {
+            "time": pa.chunked_array([times] * k),
+            "unit": pa.DictionaryArray.from_arrays(
+                np.zeros(k * n, dtype=np.int32), pa.array([unit_id])
+            ),
+            "tag": pa.DictionaryArray.from_arrays(tag_codes, pa.array(readings.tags)),
+            "value": readings.values.reshape(-1),
+            "quality": pa.DictionaryArray.from_arrays(readings.quality.reshape(-1), _QUALITY_DICT),
+        }
+    )
     return table, readings.faults
 
 
@@ -211,21 +283,30 @@ def write_outputs(sim: Simulation, out: str | os.PathLike, *, threads: int | Non
 def _write_all(sim: Simulation, tmp: Path, threads: int) -> dict:
     counts = {}
     for name, frame in batch_tables(sim).items():
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False),
-                       tmp / f"{name}.parquet", **PARQUET_OPTIONS)
+        pq.write_table(
+            pa.Table.from_pandas(frame, preserve_index=False),
+            tmp / f"{name}.parquet",
+            **PARQUET_OPTIONS,
+        )
         counts[f"{name}.parquet"] = len(frame)
     faults = []
     if sim.true_signals:
         (tmp / "signals").mkdir()
         dt_ms = sim.config.plant.sample_interval_min * 60_000
         start_ms = int(sim.start.value // 1_000_000)
-        times = pa.array(start_ms + np.arange(sim.n_samples, dtype=np.int64) * dt_ms,
-                         pa.timestamp("ms", tz="UTC"))
+        times = pa.array(
+            start_ms + np.arange(sim.n_samples, dtype=np.int64) * dt_ms,
+            pa.timestamp("ms", tz="UTC"),
+        )
 
         def write_unit(unit_id: str) -> tuple[str, int, list]:
             table, unit_faults = _signal_table(sim, unit_id, times)
-            pq.write_table(table, tmp / "signals" / f"{unit_id}.parquet",
-                           row_group_size=1 << 20, **PARQUET_OPTIONS)
+            pq.write_table(
+                table,
+                tmp / "signals" / f"{unit_id}.parquet",
+                row_group_size=1 << 20,
+                **PARQUET_OPTIONS,
+            )
             return unit_id, table.num_rows, unit_faults
 
         with ThreadPoolExecutor(threads) as pool:
@@ -236,8 +317,11 @@ def _write_all(sim: Simulation, tmp: Path, threads: int) -> dict:
     frame = pd.DataFrame(faults, columns=["unit", "tag", "kind", "a", "b"])
     frame["start_time"] = _ts(sim, frame.pop("a") * dt_h)
     frame["end_time"] = _ts(sim, frame.pop("b") * dt_h)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False),
-                   tmp / "sensor_faults.parquet", **PARQUET_OPTIONS)
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False),
+        tmp / "sensor_faults.parquet",
+        **PARQUET_OPTIONS,
+    )
     counts["sensor_faults.parquet"] = len(frame)
     config_json = sim.config.model_dump_json().encode()
     manifest = {

@@ -72,7 +72,7 @@ def read_instrument(
         out = []
         for _ in range(count):
             start = int(rng.integers(0, max(1, n)))
-            length = 1 if duration is None else max(1, int(round(duration.sample(rng) / dt_h)))
+            length = 1 if duration is None else max(1, round(duration.sample(rng) / dt_h))
             out.append((start, min(n, start + length)))
         return out
 
@@ -81,7 +81,9 @@ def read_instrument(
         values[start:end] += rate * dt_h * np.arange(1, end - start + 1)
         episodes.append(("drift", start, end))
     for start, end in windows(faults.spike_per_tag_year, None):
-        values[start] += rng.choice((-1.0, 1.0)) * faults.spike_sd * max(signal.noise_sd, 1e-3 * span)
+        values[start] += (
+            rng.choice((-1.0, 1.0)) * faults.spike_sd * max(signal.noise_sd, 1e-3 * span)
+        )
         episodes.append(("spike", start, end))
     for start, end in windows(faults.freeze_per_tag_year, faults.freeze_duration_h):
         values[start:end] = values[start]

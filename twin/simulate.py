@@ -31,8 +31,16 @@ logger = logging.getLogger(__name__)
 
 _STREAM_TAG = 5
 _STREAM_QC = 6
-_ORDER = ("media_prep", "bioreactor", "harvest", "chromatography", "premix", "homogenizer",
-          "sterile_filter", "filler")
+_ORDER = (
+    "media_prep",
+    "bioreactor",
+    "harvest",
+    "chromatography",
+    "premix",
+    "homogenizer",
+    "sterile_filter",
+    "filler",
+)
 
 
 @dataclass
@@ -100,9 +108,7 @@ class Simulation:
         return UnitSignals(unit_id, tags, values, quality, faults)
 
 
-def simulate(
-    config: PlantConfig, *, days: float, seed: int, signals: bool = True
-) -> Simulation:
+def simulate(config: PlantConfig, *, days: float, seed: int, signals: bool = True) -> Simulation:
     """Simulate the plant for ``days`` from an empty, new plant.
 
     Parameters
@@ -149,9 +155,7 @@ def _compute_true_signals(sim: Simulation) -> None:
         spec = config.unit_classes[cls]
         unit_ids = by_class[cls]
         if spec.kind == "bioreactor":
-            result = bioreactor_class_signals(
-                [sim.timelines[u] for u in unit_ids], spec, sim.attrs
-            )
+            result = bioreactor_class_signals([sim.timelines[u] for u in unit_ids], spec, sim.attrs)
             sim.true_signals.update(result)
         else:
             for unit_id in unit_ids:
@@ -184,8 +188,16 @@ def _assess(sim: Simulation) -> None:
             cls = CQA_DEVIATION.get(name, "oos_result")
             if cls not in explained:
                 batch.deviations.append(
-                    Deviation(cls, f"OOS {name}: root cause under investigation", "qc_release",
-                              1.0, 1.0, True, source="qc", onset_h=batch.qc_start_h)
+                    Deviation(
+                        cls,
+                        f"OOS {name}: root cause under investigation",
+                        "qc_release",
+                        1.0,
+                        1.0,
+                        True,
+                        source="qc",
+                        onset_h=batch.qc_start_h,
+                    )
                 )
                 explained.add(cls)
         if batch.disposition in ("released", "rejected"):

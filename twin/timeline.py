@@ -81,7 +81,7 @@ def build_timelines(line: Line, horizon_h: float) -> dict[str, UnitTimeline]:
     """Turn a finished run of ``line`` into one :class:`UnitTimeline` per unit."""
     config: PlantConfig = line.config
     dt_h = config.plant.sample_interval_min / 60.0
-    n = int(round(horizon_h / dt_h))
+    n = round(horizon_h / dt_h)
     out = {}
     for unit_id in line.units:
         out[unit_id] = UnitTimeline(
