@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scenarios.py
 
 sample: $(STAMP)
-	$(BIN)/biotwin simulate --days 60 --seed 7 --out sample_data/twin
+	$(BIN)/biotwin simulate --days 60 --seed 7 --sample-interval-min 10 --out sample_data/twin
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -63,6 +63,10 @@ def simulate(
     no_signals: Annotated[
         bool, typer.Option("--no-signals", help="Skip the 1-minute signals.")
     ] = False,
+    sample_interval_min: Annotated[
+        int | None,
+        typer.Option(help="Override the plant's signal sample interval (minutes).", min=1, max=60),
+    ] = None,
 ) -> None:
     """Simulate the line and write signals, batch records, asset events and schedule."""
     from twin.config import load_config
@@ -71,6 +75,9 @@ def simulate(
 
     try:
         plant = load_config(config)
+        if sample_interval_min is not None:
+            info = plant.plant.model_copy(update={"sample_interval_min": sample_interval_min})
+            plant = plant.model_copy(update={"plant": info})
         t0 = time.perf_counter()
         with console.status(f"simulating {days:g} days (seed {seed})..."):
             sim = run(plant, days=days, seed=seed, signals=not no_signals)
