@@ -142,3 +142,17 @@ def check_config(config: ConfigOption = None) -> None:
         )
     console.print(table)
     console.print(f"recipe: {plant.recipe.name}: " + " > ".join(s.name for s in plant.recipe.steps))
+
+
+def _register_plugins() -> None:
+    """Subcommands owned by the other packages (kept there, next to their code)."""
+    from connectors.cli import register as register_connectors
+    from dashboard.cli import register as register_dashboard
+    from quality.cli import register as register_quality
+
+    register_connectors(app)
+    register_quality(app)
+    register_dashboard(app)
+
+
+_register_plugins()
