@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.config import DeviationSpec, PlantConfig
+from twin.config import PlantConfig
 
 __all__ = ["Batch", "Deviation", "StepRecord", "draw_deviations", "draw_lot"]
 
@@ -81,18 +81,15 @@ def draw_lot(batch_seq: int, rng: np.random.Generator, config: PlantConfig) -> d
     The media lot's potency drives the growth rate in the bioreactors; a bad lot (the
     ``raw_material`` deviation) is a lot whose potency is low from the start.
     """
+    z = rng.standard_normal(3).tolist()
     return {
         "media_lot": f"ML-{2600 + batch_seq // 3:05d}",
-        "media_potency": float(np.clip(rng.normal(1.0, 0.025), 0.85, 1.1)),
-        "glucose_purity_pct": float(np.clip(rng.normal(99.5, 0.2), 98.0, 100.0)),
+        "media_potency": min(1.1, max(0.85, 1.0 + 0.025 * z[0])),
+        "glucose_purity_pct": min(100.0, max(98.0, 99.5 + 0.2 * z[1])),
         "squalene_lot": f"SQ-{700 + batch_seq // 6:04d}",
-        "squalene_peroxide_meq_per_kg": float(abs(rng.normal(0.5, 0.15))),
+        "squalene_peroxide_meq_per_kg": abs(0.5 + 0.15 * z[2]),
         "polysorbate_lot": f"PS-{300 + batch_seq // 10:04d}",
     }
-
-
-def _onset(spec: DeviationSpec, rng: np.random.Generator) -> float:
-    return float(rng.uniform(spec.onset_fraction_low, spec.onset_fraction_high))
 
 
 def draw_deviations(rng: np.random.Generator, config: PlantConfig) -> list[Deviation]:
@@ -100,14 +97,16 @@ def draw_deviations(rng: np.random.Generator, config: PlantConfig) -> list[Devia
 
     Asset failures add further deviations while the batch runs (see :mod:`twin.line`).
     """
+    specs = config.deviations
+    # Draw all numbers for every class (one call) so that changing one rate does not shift
+    # the random stream of the others (common random numbers across scenarios).
+    u = rng.random((len(specs), 3)).tolist()
     out = []
-    for name, spec in config.deviations.items():
-        # Draw all numbers for every class so that changing one rate does not shift the
-        # random stream of the others (common random numbers across scenarios).
-        occurs = rng.random() < spec.rate_per_batch
-        onset = _onset(spec, rng)
-        severity = float(rng.random())
-        if occurs:
+    for (name, spec), (u_occurs, u_onset, severity) in zip(specs.items(), u, strict=True):
+        if u_occurs < spec.rate_per_batch:
+            onset = spec.onset_fraction_low + u_onset * (
+                spec.onset_fraction_high - spec.onset_fraction_low
+            )
             out.append(
                 Deviation(
                     deviation_class=name,

@@ -13,6 +13,7 @@ Each knows its mean (used by capacity calculations and tests) and samples from a
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Annotated, Literal
 
 import numpy as np
@@ -31,9 +32,17 @@ __all__ = [
 
 
 class _Dist(BaseModel):
-    """Base of the distributions: each defines ``sample(rng)`` and ``mean``."""
+    """Base of the distributions: each defines ``sample(rng)``, ``ppf(u)`` and ``mean``.
+
+    ``ppf`` is the quantile function (inverse CDF): ``ppf(u)`` for ``u`` uniform on [0, 1)
+    is a draw, which lets a caller draw many different distributions from one vector of
+    uniforms (one generator call instead of one per draw).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def ppf(self, u: float) -> float:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
 
 
 class Fixed(_Dist):
@@ -43,6 +52,9 @@ class Fixed(_Dist):
     value: float = Field(ge=0)
 
     def sample(self, rng: np.random.Generator) -> float:
+        return self.value
+
+    def ppf(self, u: float) -> float:
         return self.value
 
     @property
@@ -65,6 +77,9 @@ class Uniform(_Dist):
 
     def sample(self, rng: np.random.Generator) -> float:
         return float(rng.uniform(self.low, self.high))
+
+    def ppf(self, u: float) -> float:
+        return self.low + (self.high - self.low) * u
 
     @property
     def mean(self) -> float:
@@ -93,6 +108,15 @@ class Triangular(_Dist):
             return self.low
         return float(rng.triangular(self.low, self.mode, self.high))
 
+    def ppf(self, u: float) -> float:
+        a, c, b = self.low, self.mode, self.high
+        if a == b:
+            return a
+        f = (c - a) / (b - a)
+        if u < f:
+            return a + math.sqrt(u * (b - a) * (c - a))
+        return b - math.sqrt((1.0 - u) * (b - a) * (b - c))
+
     @property
     def mean(self) -> float:
         return (self.low + self.mode + self.high) / 3.0
@@ -111,6 +135,12 @@ class Normal(_Dist):
     def sample(self, rng: np.random.Generator) -> float:
         return max(self.minimum, float(rng.normal(self.mean_, self.sd)))
 
+    def ppf(self, u: float) -> float:
+        if self.sd == 0:
+            return max(self.minimum, self.mean_)
+        z = NormalDist().inv_cdf(min(max(u, 1e-12), 1.0 - 1e-12))
+        return max(self.minimum, self.mean_ + self.sd * z)
+
     @property
     def mean(self) -> float:
         return self.mean_
@@ -125,6 +155,10 @@ class Lognormal(_Dist):
 
     def sample(self, rng: np.random.Generator) -> float:
         return float(self.median * math.exp(self.sigma * rng.standard_normal()))
+
+    def ppf(self, u: float) -> float:
+        z = NormalDist().inv_cdf(min(max(u, 1e-12), 1.0 - 1e-12))
+        return self.median * math.exp(self.sigma * z)
 
     @property
     def mean(self) -> float:
@@ -142,6 +176,9 @@ class Exponential(_Dist):
     def sample(self, rng: np.random.Generator) -> float:
         return float(rng.exponential(self.mean_))
 
+    def ppf(self, u: float) -> float:
+        return -self.mean_ * math.log1p(-u)
+
     @property
     def mean(self) -> float:
         return self.mean_
@@ -156,6 +193,9 @@ class Weibull(_Dist):
 
     def sample(self, rng: np.random.Generator) -> float:
         return float(self.scale * rng.weibull(self.shape))
+
+    def ppf(self, u: float) -> float:
+        return self.scale * (-math.log1p(-u)) ** (1.0 / self.shape)
 
     @property
     def mean(self) -> float:

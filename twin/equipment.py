@@ -103,6 +103,7 @@ class Unit:
     down_since: float | None = None
     repaired: simpy.Event | None = None
     down_assets: set = field(default_factory=set)
+    busy_until_h: float = 0.0  # end of the cleaning or PM under way
 
     def set_operating(self, now: float, operating: bool) -> None:
         """Start or stop the operating clock of the unit's assets."""

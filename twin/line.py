@@ -29,7 +29,7 @@ from twin.batches import Batch, Deviation, StepRecord, draw_deviations, draw_lot
 from twin.config import PlantConfig
 from twin.equipment import Asset, Unit
 
-__all__ = ["Line", "LineRecords", "ShiftBlock"]
+__all__ = ["Crew", "Line", "LineRecords", "ShiftBlock"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,57 @@ class ShiftBlock:
     start_h: float
     end_h: float
     operators: int | None = None  # None: all operators of the roster
+
+
+class Crew(simpy.PriorityResource):
+    """The operators on duty: a priority resource whose capacity follows the roster.
+
+    A SimPy resource has a fixed capacity; a crew's changes with the shift (``set_roster``)
+    and when operators are taken off duty (``block``). Lowering it pre-empts nobody: the
+    operators at work finish their task, and new requests wait until fewer are busy than
+    are on duty. (Modelling the roster with blocking requests costs two events per
+    operator per shift change; this costs none.)
+    """
+
+    def __init__(self, env: simpy.Environment, max_operators: int) -> None:
+        super().__init__(env, capacity=max_operators)
+        self.max_operators = max_operators
+        self.on_roster = max_operators
+        self.blocked = 0
+
+    @property
+    def capacity(self) -> int:
+        """Operators on duty now."""
+        return max(0, self.on_roster - self.blocked)
+
+    def set_roster(self, operators: int) -> None:
+        """A new shift starts with ``operators`` on duty."""
+        self.on_roster = operators
+        self._trigger_put(None)
+
+    def block(self, operators: int) -> None:
+        """Take ``operators`` off duty (a negative number gives them back)."""
+        self.blocked += operators
+        self._trigger_put(None)
+
+    def release_now(self, request: simpy.resources.resource.Request) -> None:
+        """Release ``request`` at once, without scheduling a ``Release`` event.
+
+        Same effect and same simulated time as :meth:`release` (waiting requests are
+        granted now), one event less; used from callbacks, where nobody waits for it.
+        """
+        self.users.remove(request)
+        self._trigger_put(None)
+
+
+def put_now(pool: simpy.FilterStore, item) -> None:
+    """Put ``item`` into an unbounded store at once, without a ``StorePut`` event.
+
+    Equivalent to ``pool.put(item)`` for a store without capacity limit (the put always
+    succeeds and waiting gets are served now), one event less.
+    """
+    pool.items.append(item)
+    pool._trigger_get(None)
 
 
 @dataclass
@@ -118,7 +169,7 @@ class Line:
 
         env = self.env
         max_ops = max(s.operators for s in config.shifts)
-        self.operators = simpy.PriorityResource(env, capacity=max(1, max_ops))
+        self.operators = Crew(env, max(1, max_ops))
         self.technicians = simpy.Resource(env, capacity=config.maintenance.technicians)
         self.analysts = simpy.Resource(env, capacity=config.qc_lab.analysts)
         self.wip = simpy.Resource(env, capacity=config.demand.max_wip)
@@ -145,8 +196,23 @@ class Line:
             self.units[unit.id] = unit
             pool = self.pools.setdefault(unit.unit_class, simpy.FilterStore(env))
             pool.items.append(unit)
+        self.next_pm_h: dict[str, float] = {}
         self._steps = config.recipe.steps
         self._step_index = {s.name: i for i, s in enumerate(self._steps)}
+        qc = config.qc_lab
+        self._duration_plan = [
+            plan
+            for step in self._steps
+            for plan in (
+                (step.name, step.duration_h),
+                (f"{step.name}.cip", step.cip_h),
+                (f"{step.name}.sip", step.sip_h),
+            )
+        ] + [
+            ("qc.hands_on", qc.hands_on_h),
+            ("qc.turnaround", qc.turnaround_h),
+            ("qc.investigation", qc.investigation_h),
+        ]
 
     # ------------------------------------------------------------------ helpers
     def _rng(self, stream: int, index: int) -> np.random.Generator:
@@ -171,13 +237,27 @@ class Line:
             )
         )
 
-    def new_batch(self, release_h: float, due_h: float | None = None) -> Batch:
-        """Create (but do not start) the next planned batch."""
-        seq = self._next_seq
-        self._next_seq += 1
+    def new_batch(
+        self,
+        release_h: float,
+        due_h: float | None = None,
+        *,
+        seq: int | None = None,
+        batch_id: str | None = None,
+    ) -> Batch:
+        """Create (but do not start) a batch: the next planned one, or ``seq`` (a resumed one).
+
+        Everything random about the batch (lot, deviations, durations) comes from its own
+        stream ``(seed, batch, seq)``, so a batch is the same batch in every scenario.
+        """
+        if seq is None:
+            seq = self._next_seq
+            self._next_seq += 1
+        else:
+            self._next_seq = max(self._next_seq, seq + 1)
         rng = self._rng(_STREAM_BATCH, seq)
         batch = Batch(
-            id=f"B{seq + 1:05d}",
+            id=batch_id or f"B{seq + 1:05d}",
             seq=seq,
             product=self.config.demand.product,
             release_h=release_h,
@@ -190,15 +270,13 @@ class Line:
             if dev.deviation_class == "raw_material":  # a bad lot: low potency from the start
                 batch.lot["media_potency"] *= 1.0 - 0.05 - 0.25 * dev.severity
         # Durations are drawn up front, from the batch's own stream, so that a scenario
-        # that delays a batch does not change how long its steps take.
-        for step in self._steps:
-            batch.durations[step.name] = step.duration_h.sample(rng)
-            batch.durations[f"{step.name}.cip"] = step.cip_h.sample(rng) if step.cip_h else 0.0
-            batch.durations[f"{step.name}.sip"] = step.sip_h.sample(rng) if step.sip_h else 0.0
-        qc = self.config.qc_lab
-        batch.durations["qc.hands_on"] = qc.hands_on_h.sample(rng)
-        batch.durations["qc.turnaround"] = qc.turnaround_h.sample(rng)
-        batch.durations["qc.investigation"] = qc.investigation_h.sample(rng)
+        # that delays a batch does not change how long its steps take. One vector of
+        # uniforms through each distribution's quantile function: one generator call.
+        u = rng.random(len(self._duration_plan))
+        batch.durations = {
+            key: dist.ppf(x) if dist is not None else 0.0
+            for (key, dist), x in zip(self._duration_plan, u.tolist(), strict=True)
+        }
         self.batches.append(batch)
         return batch
 
@@ -259,7 +337,6 @@ class Line:
     def shift_roster(self):
         """Hold back the operators that are not on shift, following the daily roster."""
         shifts = sorted(self.config.shifts, key=lambda s: s.start_h)
-        capacity = self.operators.capacity
         first_day = np.floor(self.env.now / 24.0) * 24.0 - 24.0
 
         def boundaries():
@@ -274,15 +351,9 @@ class Line:
         following = next(upcoming)
         while following[0] <= self.env.now:
             on_duty, following = following, next(upcoming)
-        held: list = []
         t, shift = on_duty
         while True:
-            # Request the new shift's blockers first, then release the old ones, so the
-            # freed slots go to the (higher-priority) blockers and not to waiting work.
-            new = [self.operators.request(priority=-1) for _ in range(capacity - shift.operators)]
-            for req in held:
-                self.operators.release(req)
-            held = new
+            self.operators.set_roster(shift.operators)
             self._log("shift_start", None, None, shift.name)
             t, shift = following
             following = next(upcoming)
@@ -292,15 +363,11 @@ class Line:
         """Take operators off duty between two times (a lost shift)."""
         if block.start_h > self.env.now:
             yield self.env.timeout(block.start_h - self.env.now)
-        n = self.operators.capacity if block.operators is None else block.operators
-        reqs = [self.operators.request(priority=-2) for _ in range(n)]
+        n = self.operators.max_operators if block.operators is None else block.operators
+        self.operators.block(n)
         self._log("shift_removed", None, None, f"{n} operators until {block.end_h:.1f} h")
         yield self.env.timeout(max(0.0, block.end_h - self.env.now))
-        for req in reqs:
-            if req.triggered:
-                self.operators.release(req)
-            else:
-                req.cancel()
+        self.operators.block(-n)
 
     # ------------------------------------------------------------------ batches
     def batch_flow(
@@ -350,16 +417,22 @@ class Line:
                         batch.steps[-1].released_h = env.now
                         self._hand_back(prev_unit, batch, steps[i - 1])
                         prev_unit = None
+                    setup_h = 0.0
                     if step.operators and step.setup_h > 0:
                         reqs = [self.operators.request() for _ in range(step.operators)]
-                        yield env.all_of(reqs)
-                        yield env.timeout(step.setup_h)
-                        for req in reqs:
-                            self.operators.release(req)
-                    remaining = batch.durations[step.name]
-                    record.start_h = env.now
+                        yield reqs[0] if len(reqs) == 1 else env.all_of(reqs)
+                        # The set-up is the first part of the step's hold of the unit; its
+                        # operators return to the roster when it ends (by a callback: one
+                        # process step less per unit procedure, which the scenarios feel).
+                        setup_h = step.setup_h
+                        env.timeout(setup_h).callbacks.append(
+                            lambda _event, reqs=reqs: self._release_operators(reqs)
+                        )
+                    remaining = batch.durations[step.name] + setup_h
+                    record.start_h = env.now + setup_h
                 batch.steps.append(record)
-                record.health = {a.id: a.health(env.now) for a in current.assets}
+                if self.log_events:  # asset health at step start feeds the signals only
+                    record.health = {a.id: a.health(env.now) for a in current.assets}
                 self._log("step_start", current.id, batch.id, step.name)
                 lost = yield from self._run_step(batch, current, step, remaining, record)
                 if lost:
@@ -376,6 +449,10 @@ class Line:
             if wip_req is not None:
                 self.wip.release(wip_req)
         yield from self._qc_release(batch, qc_remaining_h)
+
+    def _release_operators(self, reqs: list) -> None:
+        for req in reqs:
+            self.operators.release_now(req)
 
     def _run_step(self, batch: Batch, unit: Unit, step, remaining: float, record: StepRecord):
         """Hold the unit for the step; handle failures of its assets. Returns True if lost."""
@@ -401,6 +478,7 @@ class Line:
                     if u_abort < asset.spec.abort_probability:
                         unit.running = False
                         unit.set_operating(env.now, False)
+                        record.start_h = min(record.start_h, env.now)  # lost in set-up
                         record.end_h = record.released_h = env.now
                         record.duration_h = env.now - record.start_h
                         batch.status = "lost"
@@ -440,27 +518,41 @@ class Line:
         return False
 
     def _hand_back(self, unit: Unit, batch: Batch, step, aborted: bool = False) -> None:
-        """The batch leaves the unit: record its occupancy, clean it, return it to its pool."""
+        """The batch leaves the unit: record its occupancy, clean it, return it to its pool.
+
+        CIP and SIP cannot be interrupted, so they are one timeout with a callback rather
+        than a process: a third of the events of a step, which the scenario engine feels.
+        """
+        env = self.env
         unit.batch = None
         unit.location = "cleaning"
-        self.env.process(self.unit_turnaround(unit, batch, step))
+        start = env.now
+        cip = batch.durations.get(f"{step.name}.cip", 0.0)
+        sip = batch.durations.get(f"{step.name}.sip", 0.0)
+        unit.busy_until_h = start + cip + sip
+        if cip > 0:
+            self.records.schedule.append((unit.id, batch.id, step.name, "cip", start, start + cip))
+        if sip > 0:
+            self.records.schedule.append(
+                (unit.id, batch.id, step.name, "sip", start + cip, start + cip + sip)
+            )
+        if cip + sip > 0:
+            env.timeout(cip + sip).callbacks.append(lambda _event: self._cleaned(unit))
+        else:
+            self._cleaned(unit)
 
-    def unit_turnaround(self, unit: Unit, batch: Batch, step):
-        """CIP and SIP after a batch, then back to the pool once the unit is up."""
-        env = self.env
-        for kind in ("cip", "sip"):
-            duration = batch.durations.get(f"{step.name}.{kind}", 0.0)
-            if duration > 0:
-                start = env.now
-                yield env.timeout(duration)
-                self.records.schedule.append((unit.id, batch.id, step.name, kind, start, env.now))
-        yield from self._return_to_pool(unit)
+    def _cleaned(self, unit: Unit) -> None:
+        if unit.is_down:
+            self.env.process(self._return_to_pool(unit))
+        else:
+            unit.location = "pool"
+            put_now(self.pools[unit.unit_class], unit)
 
     def _return_to_pool(self, unit: Unit):
         while unit.is_down:
             yield unit.repaired
         unit.location = "pool"
-        yield self.pools[unit.unit_class].put(unit)
+        self.pools[unit.unit_class].put(unit)  # a Store without capacity accepts at once
 
     def _qc_release(self, batch: Batch, qc_remaining_h: float | None):
         """QC release testing (analysts), incubation, investigation of deviations, disposition."""
@@ -498,8 +590,21 @@ class Line:
                 continue
             yield from self.fail(asset)
 
-    def fail(self, asset: Asset, repair_h: float | None = None, reason: str = "wear-out"):
-        """Fail an asset now: take its unit down, interrupt its batch, repair it."""
+    def fail(
+        self,
+        asset: Asset,
+        repair_h: float | None = None,
+        reason: str = "wear-out",
+        *,
+        technician: bool = True,
+        renew: bool = True,
+    ):
+        """Fail an asset now: take its unit down, interrupt its batch, repair it.
+
+        With ``technician=False`` the repair does not wait for a technician (an outage
+        planned from outside, e.g. a scenario's "BR-202 down from t1 to t2"); with
+        ``renew=False`` the asset keeps its age when it comes back.
+        """
         env = self.env
         unit = asset.unit
         asset.mark(env.now)
@@ -517,22 +622,37 @@ class Line:
             env.process(self._return_after_repair(unit))
         elif unit.location == "batch" and unit.running and unit.process is not None:
             unit.process.interrupt(_Failure(asset))
-        yield from self.repair(asset, repair_h)
+        yield from self.repair(asset, repair_h, technician=technician, renew=renew)
 
     def _return_after_repair(self, unit: Unit):
         yield from self._return_to_pool(unit)
 
-    def repair(self, asset: Asset, repair_h: float | None = None):
+    def repair(
+        self,
+        asset: Asset,
+        repair_h: float | None = None,
+        *,
+        technician: bool = True,
+        renew: bool = True,
+    ):
         """Corrective maintenance by a technician; the asset is renewed."""
         env = self.env
         unit = asset.unit
         start = env.now
-        with self.technicians.request() as req:
-            yield req
-            duration = asset.spec.repair_h.sample(asset.rng) if repair_h is None else repair_h
-            self._asset_event(asset, "repair_start")
+        duration = asset.spec.repair_h.sample(asset.rng) if repair_h is None else repair_h
+        if technician:
+            with self.technicians.request() as req:
+                yield req
+                self._asset_event(asset, "repair_start")
+                yield env.timeout(duration)
+        else:
+            self._asset_event(asset, "repair_start", "outage")
             yield env.timeout(duration)
-        asset.renew(env.now)
+        if renew:
+            asset.renew(env.now)
+        else:
+            asset.mark(env.now)
+            asset.failed = False
         self._asset_event(asset, "repair_end", f"{env.now - start:.2f} h down")
         self.records.down.append((unit.id, asset.id, start, env.now, "failure"))
         unit.down_assets.discard(asset.id)
@@ -547,6 +667,7 @@ class Line:
         pool = self.pools[unit.unit_class]
         next_h = env.now + first_h
         while True:
+            self.next_pm_h[asset.id] = next_h
             yield env.timeout(max(0.0, next_h - env.now))
             due = env.now
             got = yield pool.get(lambda u, unit=unit: u is unit)
@@ -556,7 +677,9 @@ class Line:
             with self.technicians.request() as req:
                 yield req
                 self._asset_event(asset, "pm_start", f"waited {start - due:.1f} h for the unit")
-                yield env.timeout(asset.spec.pm_duration_h.sample(asset.rng))
+                duration = asset.spec.pm_duration_h.sample(asset.rng)
+                unit.busy_until_h = env.now + duration
+                yield env.timeout(duration)
             if not asset.failed:
                 asset.renew(env.now)
             self._asset_event(asset, "pm_end")
