@@ -70,8 +70,7 @@ def simulate(
 ) -> None:
     """Simulate the line and write signals, batch records, asset events and schedule."""
     from twin.config import load_config
-    from twin.output import write_outputs
-    from twin.simulate import simulate as run
+    from twin.output import simulate_to
 
     try:
         plant = load_config(config)
@@ -79,18 +78,15 @@ def simulate(
             info = plant.plant.model_copy(update={"sample_interval_min": sample_interval_min})
             plant = plant.model_copy(update={"plant": info})
         t0 = time.perf_counter()
-        with console.status(f"simulating {days:g} days (seed {seed})..."):
-            sim = run(plant, days=days, seed=seed, signals=not no_signals)
-            t1 = time.perf_counter()
-        with console.status(f"writing {out}..."):
-            manifest = write_outputs(sim, out)
-        t2 = time.perf_counter()
+        with console.status(f"simulating {days:g} days (seed {seed}) into {out}..."):
+            sim, manifest = simulate_to(plant, out, days=days, seed=seed, signals=not no_signals)
+        t1 = time.perf_counter()
     except (TwinError, ValueError, OSError) as exc:
         _fail(exc)
-    _print_summary(sim, manifest, out, t1 - t0, t2 - t1)
+    _print_summary(sim, manifest, out, t1 - t0)
 
 
-def _print_summary(sim, manifest: dict, out: Path, t_sim: float, t_write: float) -> None:
+def _print_summary(sim, manifest: dict, out: Path, seconds: float) -> None:
     import pandas as pd
 
     from twin.output import batch_tables
@@ -113,7 +109,7 @@ def _print_summary(sim, manifest: dict, out: Path, t_sim: float, t_write: float)
     signal_rows = sum(v for k, v in manifest["rows"].items() if k.startswith("signals/"))
     table.add_row("signal rows", f"{signal_rows:,}")
     table.add_row("tags", str(len(tables["tags"])))
-    table.add_row("simulate / write (s)", f"{t_sim:.1f} / {t_write:.1f}")
+    table.add_row("simulate + write (s)", f"{seconds:.1f}")
     table.add_row("output", str(out))
     console.print(table)
     del pd

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
+from twin.bioreactor import INTEGRATION_STEP_H
 from twin.kinetics import (
     AerationControl,
     FeedProfile,
@@ -213,3 +214,24 @@ def test_bad_inputs_are_named(kwargs, message):
             aeration=AerationControl(),
             **args,
         )
+
+
+def test_the_signals_integration_step_stays_close_to_lsoda():
+    """Signals integrate at INTEGRATION_STEP_H and interpolate to the 1-minute grid."""
+    hours = 48
+    k = round(INTEGRATION_STEP_H * 60)
+    traj = integrate_fed_batch(
+        0.5,
+        20.0,
+        1000.0,
+        hours * 60 // k,
+        params=PARAMS,
+        feed=FEED,
+        aeration=AMPLE_AIR,
+        dt_h=k / 60,
+    )
+    ref = _reference(PARAMS, FEED, AMPLE_AIR.do_setpoint_pct, 0.5, 20.0, 1000.0, hours)
+    minutes = np.arange(hours * 60 + 1)
+    for name, row in (("biomass_g_per_l", 0), ("product_g_per_l", 2), ("volume_l", 3)):
+        ours = np.interp(minutes, minutes[::k], getattr(traj, name)[0])
+        assert np.allclose(ours, ref.y[row], rtol=0.05, atol=0.05), name

@@ -34,11 +34,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from twin.config import PlantConfig
 from twin.errors import OutputError
 from twin.sensors import QUALITY_NAMES
-from twin.simulate import Simulation
+from twin.simulate import Simulation, simulate
 
-__all__ = ["batch_tables", "write_outputs"]
+__all__ = ["batch_tables", "simulate_to", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -265,14 +266,11 @@ def write_outputs(sim: Simulation, out: str | os.PathLike, *, threads: int | Non
         If the directory cannot be written; ``out`` is then left untouched.
     """
     out = Path(out)
-    parent = out.resolve().parent
+    tmp = _temporary_beside(out)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"cannot create output directory beside {out}: {exc}") from None
-    try:
-        manifest = _write_all(sim, tmp, threads or min(2, os.cpu_count() or 1))
+        with ThreadPoolExecutor(threads or min(2, os.cpu_count() or 1)) as pool:
+            futures = [pool.submit(_write_unit, sim, tmp, u) for u in sim.true_signals]
+            manifest = _finish(sim, tmp, futures)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -280,7 +278,83 @@ def write_outputs(sim: Simulation, out: str | os.PathLike, *, threads: int | Non
     return manifest
 
 
-def _write_all(sim: Simulation, tmp: Path, threads: int) -> dict:
+def simulate_to(
+    config: PlantConfig,
+    out: str | os.PathLike,
+    *,
+    days: float,
+    seed: int,
+    signals: bool = True,
+    threads: int | None = None,
+) -> tuple[Simulation, dict]:
+    """Simulate and write the output under ``out``, atomically, overlapping the two.
+
+    Each unit's signals are handed to a writer thread as soon as they are computed (media
+    prep while the seed bioreactors integrate, the seed bioreactors while the production
+    bioreactors integrate...), so Parquet encoding and the instrument layer run on the
+    second core while the kinetics run on the first. Same files, same bytes as
+    :func:`~twin.simulate.simulate` followed by :func:`write_outputs`.
+
+    Returns
+    -------
+    (Simulation, dict)
+        The simulation and the manifest.
+    """
+    out = Path(out)
+    tmp = _temporary_beside(out)
+    try:
+        with ThreadPoolExecutor(threads or min(2, os.cpu_count() or 1)) as pool:
+            futures = []
+
+            def unit_ready(sim: Simulation, unit_id: str) -> None:
+                futures.append(pool.submit(_write_unit, sim, tmp, unit_id))
+
+            sim = simulate(config, days=days, seed=seed, signals=signals, unit_ready=unit_ready)
+            if not signals:
+                for fut in futures:
+                    fut.cancel()
+                futures = []
+            manifest = _finish(sim, tmp, futures)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sim, manifest
+
+
+def _temporary_beside(out: Path) -> Path:
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory beside {out}: {exc}") from None
+
+
+def _time_array(sim: Simulation) -> pa.Array:
+    dt_ms = sim.config.plant.sample_interval_min * 60_000
+    start_ms = int(sim.start.value // 1_000_000)
+    return pa.array(
+        start_ms + np.arange(sim.n_samples, dtype=np.int64) * dt_ms,
+        pa.timestamp("ms", tz="UTC"),
+    )
+
+
+def _write_unit(sim: Simulation, tmp: Path, unit_id: str) -> tuple[str, int, list]:
+    """Instruments and Parquet for one unit (runs in a writer thread)."""
+    (tmp / "signals").mkdir(exist_ok=True)
+    table, unit_faults = _signal_table(sim, unit_id, _time_array(sim))
+    pq.write_table(
+        table,
+        tmp / "signals" / f"{unit_id}.parquet",
+        row_group_size=1 << 20,
+        **PARQUET_OPTIONS,
+    )
+    return unit_id, table.num_rows, unit_faults
+
+
+def _finish(sim: Simulation, tmp: Path, futures: list) -> dict:
+    """Tables, sensor-fault ground truth and manifest, once the unit writers are done."""
     counts = {}
     for name, frame in batch_tables(sim).items():
         pq.write_table(
@@ -290,29 +364,11 @@ def _write_all(sim: Simulation, tmp: Path, threads: int) -> dict:
         )
         counts[f"{name}.parquet"] = len(frame)
     faults = []
-    if sim.true_signals:
-        (tmp / "signals").mkdir()
-        dt_ms = sim.config.plant.sample_interval_min * 60_000
-        start_ms = int(sim.start.value // 1_000_000)
-        times = pa.array(
-            start_ms + np.arange(sim.n_samples, dtype=np.int64) * dt_ms,
-            pa.timestamp("ms", tz="UTC"),
-        )
-
-        def write_unit(unit_id: str) -> tuple[str, int, list]:
-            table, unit_faults = _signal_table(sim, unit_id, times)
-            pq.write_table(
-                table,
-                tmp / "signals" / f"{unit_id}.parquet",
-                row_group_size=1 << 20,
-                **PARQUET_OPTIONS,
-            )
-            return unit_id, table.num_rows, unit_faults
-
-        with ThreadPoolExecutor(threads) as pool:
-            for unit_id, rows, unit_faults in pool.map(write_unit, list(sim.true_signals)):
-                counts[f"signals/{unit_id}.parquet"] = rows
-                faults += [(unit_id, *f) for f in unit_faults]
+    order = {u.id: i for i, u in enumerate(sim.config.units)}
+    results = sorted((fut.result() for fut in futures), key=lambda r: order[r[0]])
+    for unit_id, rows, unit_faults in results:
+        counts[f"signals/{unit_id}.parquet"] = rows
+        faults += [(unit_id, *f) for f in unit_faults]
     dt_h = sim.config.plant.sample_interval_min / 60.0
     frame = pd.DataFrame(faults, columns=["unit", "tag", "kind", "a", "b"])
     frame["start_time"] = _ts(sim, frame.pop("a") * dt_h)

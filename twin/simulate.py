@@ -11,6 +11,7 @@ so that :func:`twin.output.write_outputs` can run it in parallel with Parquet wr
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,7 +109,14 @@ class Simulation:
         return UnitSignals(unit_id, tags, values, quality, faults)
 
 
-def simulate(config: PlantConfig, *, days: float, seed: int, signals: bool = True) -> Simulation:
+def simulate(
+    config: PlantConfig,
+    *,
+    days: float,
+    seed: int,
+    signals: bool = True,
+    unit_ready: Callable[[Simulation, str], None] | None = None,
+) -> Simulation:
     """Simulate the plant for ``days`` from an empty, new plant.
 
     Parameters
@@ -122,6 +130,10 @@ def simulate(config: PlantConfig, *, days: float, seed: int, signals: bool = Tru
     signals : bool
         Compute the 1-minute true signals (off: records and CQAs only need the kinetics
         outcomes, which are still computed).
+    unit_ready : callable, optional
+        Called as ``unit_ready(sim, unit_id)`` as soon as a unit's true signals are
+        computed, in plant order (a writer can start on it while the next units compute;
+        see :func:`twin.output.simulate_to`). The unit's signals are not changed afterwards.
 
     Raises
     ------
@@ -137,14 +149,14 @@ def simulate(config: PlantConfig, *, days: float, seed: int, signals: bool = Tru
     logger.info("line simulated: %d batches released over %.0f days", len(line.batches), days)
     timelines = build_timelines(line, horizon_h)
     sim = Simulation(config, seed, horizon_h, line, timelines)
-    _compute_true_signals(sim)
+    _compute_true_signals(sim, unit_ready)
     _assess(sim)
     if not signals:
         sim.true_signals = {}
     return sim
 
 
-def _compute_true_signals(sim: Simulation) -> None:
+def _compute_true_signals(sim: Simulation, unit_ready=None) -> None:
     config = sim.config
     by_class: dict[str, list[str]] = {}
     for unit in config.units:
@@ -170,6 +182,8 @@ def _compute_true_signals(sim: Simulation) -> None:
                     f"unit_classes.{cls}.signals: the twin cannot generate {missing} for kind "
                     f"{spec.kind!r}; it knows {sorted(produced)}"
                 )
+            if unit_ready is not None:
+                unit_ready(sim, unit_id)
 
 
 def _assess(sim: Simulation) -> None:
