@@ -1,0 +1,674 @@
+"""Ingest any OPC UA server into the historian, without losing or doubling data.
+
+``biotwin ingest opc.tcp://HOST:PORT`` connects (asyncua client), discovers the variables
+(browse, or a tag map), subscribes with data-change monitored items and writes every
+notification to the historian (:mod:`connectors.historian`).
+
+How nothing is lost:
+
+- Each publish response is handled as one batch in the subscription's publish callback,
+  which only converts and queues (it never waits on the disk); a writer task appends to
+  the historian every ``flush_s`` seconds, in a thread.
+- Store-and-forward: when an append fails (disk full, historian unavailable), the rows go
+  to a bounded in-memory buffer, beyond which they spill to Parquet files in the spool
+  directory; both are retried, oldest first, before new rows.
+- Reconnection: a health probe detects a dropped server; the ingest reconnects with
+  exponential backoff (capped, with jitter from a seeded generator), re-subscribes, and
+  where the server supports HistoryRead, backfills each tag from its last stored source
+  time. Live values arriving during the backfill are held and written after it.
+- No duplicates: rows are de-duplicated on (tag, source time) against the last time
+  accepted per tag (never on value), so a backfill that overlaps live data, or an initial
+  value re-sent on re-subscription, is not stored twice.
+- Bad data is kept: NaN, values outside EURange, non-Good StatusCodes and the queue
+  Overflow bit are stored with flags (docs/store.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from asyncua import Client, ua
+from asyncua.common.subscription import Subscription
+
+from connectors.historian import (
+    FLAG_BACKFILLED,
+    FLAG_OUT_OF_RANGE,
+    FLAG_OVERFLOW,
+    Historian,
+    quality_from_status,
+)
+
+__all__ = ["Ingest", "IngestError", "TagSpec", "read_tag_map"]
+
+logger = logging.getLogger(__name__)
+
+_URL = re.compile(r"^opc\.tcp://[^:/\s]+:\d{1,5}(/.*)?$")
+_NUMERIC = {
+    ua.VariantType.Double,
+    ua.VariantType.Float,
+    ua.VariantType.Int16,
+    ua.VariantType.Int32,
+    ua.VariantType.Int64,
+    ua.VariantType.UInt16,
+    ua.VariantType.UInt32,
+    ua.VariantType.UInt64,
+    ua.VariantType.Byte,
+    ua.VariantType.SByte,
+    ua.VariantType.Boolean,
+}
+_CONTEXT = ("BatchId", "Recipe", "Phase", "State")
+
+
+class IngestError(RuntimeError):
+    """A problem the user must fix (endpoint, security, credentials, tag map)."""
+
+
+@dataclass
+class TagSpec:
+    """One variable to ingest."""
+
+    node_id: str
+    tag: str
+    unit: str | None = None
+    eng_unit: str | None = None
+    description: str | None = None
+    eu_low: float | None = None
+    eu_high: float | None = None
+    deadband: float | None = None
+
+
+@dataclass
+class _State:
+    """What the ingest accepted so far (for de-duplication and backfill)."""
+
+    last: dict[str, pd.Timestamp] = field(default_factory=dict)
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+
+
+def read_tag_map(path: Path) -> list[TagSpec]:
+    """Tag map from CSV (node_id, tag[, unit, eng_unit, deadband]) or TOML ([[tag]] tables).
+
+    Raises
+    ------
+    IngestError
+        If a required column is missing or a row is incomplete.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise IngestError(f"tag map: file not found: {path}")
+    if path.suffix == ".toml":
+        with open(path, "rb") as fh:
+            rows = tomllib.load(fh).get("tag", [])
+        frame = pd.DataFrame(rows)
+    else:
+        frame = pd.read_csv(path, dtype=str)
+    for col in ("node_id", "tag"):
+        if col not in frame.columns:
+            raise IngestError(f"tag map {path.name}: column {col!r} is missing")
+    out = []
+    for i, row in frame.iterrows():
+        if not isinstance(row["node_id"], str) or not isinstance(row["tag"], str):
+            raise IngestError(f"tag map {path.name} row {i + 1}: node_id and tag are required")
+        deadband = row.get("deadband")
+        out.append(
+            TagSpec(
+                node_id=row["node_id"].strip(),
+                tag=row["tag"].strip(),
+                unit=row.get("unit") if isinstance(row.get("unit"), str) else None,
+                eng_unit=row.get("eng_unit") if isinstance(row.get("eng_unit"), str) else None,
+                deadband=float(deadband)
+                if deadband not in (None, "") and pd.notna(deadband)
+                else None,
+            )
+        )
+    return out
+
+
+class _BatchSubscription(Subscription):
+    """A subscription that hands each publish response to a callback, as one batch."""
+
+    def __init__(self, *args, on_batch: Callable, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_batch = on_batch
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+        self.last_publish_at = time.monotonic()
+        message = publish_result.NotificationMessage
+        if message.NotificationData is None:
+            return
+        self.last_sequence_number = int(message.SequenceNumber)
+        for notif in message.NotificationData:
+            if isinstance(notif, ua.DataChangeNotification):
+                self.on_batch(notif.MonitoredItems)
+            elif isinstance(notif, ua.StatusChangeNotification):
+                logger.warning("subscription status change: %s", notif.Status)
+
+
+class Ingest:
+    """Subscribe to an OPC UA server and write the historian (see the module docstring).
+
+    Parameters
+    ----------
+    endpoint : str
+        ``opc.tcp://host:port[/path]``.
+    historian : Historian
+        Where rows go.
+    spool_dir : Path
+        Where rows wait on disk when the historian cannot take them.
+    tag_map : list of TagSpec, optional
+        Variables to ingest; by default every numeric variable found under ``browse_root``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        historian: Historian,
+        spool_dir: Path,
+        *,
+        tag_map: list[TagSpec] | None = None,
+        browse_root: str | None = None,
+        sampling_ms: float = 0.0,
+        publishing_ms: float = 500.0,
+        queue_size: int | None = None,
+        deadband: float | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        security: str | None = None,
+        certificate: Path | None = None,
+        private_key: Path | None = None,
+        flush_s: float = 0.5,
+        max_buffer_rows: int = 2_000_000,
+        backoff_s: tuple[float, float] = (0.5, 30.0),
+        seed: int = 0,
+    ) -> None:
+        if not _URL.match(endpoint or ""):
+            raise IngestError(
+                f"endpoint: must look like opc.tcp://HOST:PORT[/path]; got {endpoint!r}"
+            )
+        if security is not None and security not in ("Sign", "SignAndEncrypt"):
+            raise IngestError(f"security: must be Sign or SignAndEncrypt; got {security!r}")
+        self.endpoint = endpoint
+        self.historian = historian
+        self.spool_dir = Path(spool_dir)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.tag_map = tag_map
+        self.browse_root = browse_root
+        self.sampling_ms = sampling_ms
+        self.publishing_ms = publishing_ms
+        # at least publishing / sampling values must fit in a monitored item's queue
+        ratio = publishing_ms / max(sampling_ms, 1.0) if sampling_ms else 10
+        self.queue_size = queue_size or max(10, math.ceil(2 * ratio))
+        self.deadband = deadband
+        self.user, self.password = user, password
+        self.security = security
+        self.certificate, self.private_key = certificate, private_key
+        self.flush_s = flush_s
+        self.max_buffer_rows = max_buffer_rows
+        self.backoff_s = backoff_s
+        self.rng = np.random.default_rng(seed)
+        self.state = _State(last=historian.last_times())
+        self.clock_offset_s: float | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self._specs: dict[int, TagSpec] = {}  # client handle -> tag
+        self._context_specs: dict[int, tuple[str, str]] = {}  # handle -> (unit, field)
+        self._context: dict[str, dict] = {}
+        self._pending: list[pd.DataFrame] = []
+        self._pending_rows = 0
+        self._held: list | None = None
+        self._stop = asyncio.Event()
+        self._client: Client | None = None
+
+    # ------------------------------------------------------------------ life cycle
+    async def run(self) -> None:
+        """Connect, subscribe and write until :meth:`stop`; reconnect when the server drops."""
+        writer = asyncio.create_task(self._writer())
+        delay = self.backoff_s[0]
+        first = True
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._session(backfill=not first)
+                    delay = self.backoff_s[0]
+                except IngestError:
+                    raise
+                except (OSError, TimeoutError, ua.UaError, ConnectionError) as exc:
+                    if first and not self.connected.is_set():
+                        raise _explain(exc, self) from exc
+                    logger.warning(
+                        "ingest: connection to %s lost or refused: %r", self.endpoint, exc
+                    )
+                if self._stop.is_set():
+                    break
+                first = False
+                self.connected.clear()
+                jitter = 1.0 + 0.2 * self.rng.random()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay * jitter)
+                delay = min(delay * 2, self.backoff_s[1])
+                self.reconnects += 1
+        finally:
+            self._stop.set()
+            await writer
+            await self._flush(final=True)
+
+    def stop(self) -> None:
+        """Finish: close the session, flush everything to the historian (or the spool)."""
+        self._stop.set()
+
+    async def _session(self, *, backfill: bool) -> None:
+        client = Client(self.endpoint, timeout=4)
+        if self.user:
+            client.set_user(self.user)
+            client.set_password(self.password or "")
+        if self.security:
+            if not (self.certificate and self.private_key):
+                raise IngestError("security: needs --cert and --key (see biotwin opcua-certs)")
+            client.application_uri = "urn:biotwin:ingest"
+            await client.set_security_string(
+                f"Basic256Sha256,{self.security},{self.certificate},{self.private_key}"
+            )
+        self._client = client
+        try:
+            await client.connect()
+        except Exception as exc:
+            if self.connected.is_set() or self.reconnects:
+                raise ConnectionError(repr(exc)) from exc  # retried by run()
+            raise _explain(exc, self) from exc
+        try:
+            await self._check_clock(client)
+            specs, context = await self._discover(client)
+            held: list = []
+            self._held = held if backfill else None
+            sub = await self._subscribe(client, specs, context)
+            if backfill:
+                await self._backfill(client, specs)
+            self._held = None
+            for batch in held:
+                self._accept(batch)
+            self.connected.set()
+            logger.info("ingest: %d tags from %s", len(specs), self.endpoint)
+            while not self._stop.is_set():
+                try:
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                except TimeoutError:
+                    await client.nodes.server_state.read_value()  # health probe
+            with _quiet():
+                await sub.delete()
+        finally:
+            with _quiet():
+                await client.disconnect()
+            self._client = None
+
+    async def _check_clock(self, client: Client) -> None:
+        server_now = await client.get_node(
+            ua.ObjectIds.Server_ServerStatus_CurrentTime
+        ).read_value()
+        if server_now.tzinfo is None:
+            server_now = server_now.replace(tzinfo=UTC)
+        self.clock_offset_s = (server_now - datetime.now(UTC)).total_seconds()
+        if abs(self.clock_offset_s) > 5:
+            logger.warning(
+                "ingest: server clock is %.1f s off ours; source timestamps are kept as sent",
+                self.clock_offset_s,
+            )
+
+    # ------------------------------------------------------------------ discovery
+    async def _discover(self, client: Client) -> tuple[list[TagSpec], list[tuple[str, str, str]]]:
+        if self.tag_map is not None:
+            specs = await self._resolve(client, self.tag_map)
+            return specs, []
+        root = client.get_node(self.browse_root) if self.browse_root else client.nodes.objects
+        specs, context = [], []
+        seen: set[str] = set()
+
+        async def walk(node, parent_name: str | None, depth: int) -> None:
+            if depth > 8:
+                return
+            for child in await node.get_children(refs=ua.ObjectIds.HierarchicalReferences):
+                nid = child.nodeid
+                if nid.NamespaceIndex == 0:
+                    continue  # the Server object and the standard address space
+                cls = await child.read_node_class()
+                name = (await child.read_browse_name()).Name
+                if cls == ua.NodeClass.Variable:
+                    if name in ("EURange", "EngineeringUnits"):
+                        continue
+                    try:
+                        vtype = await child.read_data_type_as_variant_type()
+                    except (ua.UaError, ValueError, KeyError):
+                        continue
+                    if vtype == ua.VariantType.String and name in _CONTEXT and parent_name:
+                        context.append((nid.to_string(), parent_name, name))
+                    elif vtype in _NUMERIC:
+                        tag = name if name not in seen else f"{parent_name}/{name}"
+                        seen.add(tag)
+                        specs.append(TagSpec(nid.to_string(), tag, unit=parent_name))
+                    await walk(child, parent_name, depth + 1)
+                elif cls == ua.NodeClass.Object:
+                    await walk(child, name, depth + 1)
+
+        await walk(root, None, 0)
+        return await self._resolve(client, specs), context
+
+    async def _resolve(self, client: Client, specs: list[TagSpec]) -> list[TagSpec]:
+        """Check node ids exist; read description, EURange and EngineeringUnits."""
+        unknown = []
+        for spec in specs:
+            node = client.get_node(spec.node_id)
+            try:
+                await node.read_browse_name()
+            except ua.UaError:
+                unknown.append(spec.node_id)
+                continue
+            for prop in await node.get_properties():
+                name = (await prop.read_browse_name()).Name
+                with _quiet():
+                    if name == "EURange":
+                        r = await prop.read_value()
+                        spec.eu_low, spec.eu_high = float(r.Low), float(r.High)
+                    elif name == "EngineeringUnits" and spec.eng_unit is None:
+                        eu = await prop.read_value()
+                        spec.eng_unit = (eu.Description.Text or eu.DisplayName.Text) or None
+            with _quiet():
+                spec.description = (await node.read_description()).Text
+        if unknown:
+            raise IngestError(
+                f"tag map: {len(unknown)} node id(s) not found on {self.endpoint}: "
+                + ", ".join(unknown[:10])
+            )
+        self.historian.upsert_tags(
+            pd.DataFrame(
+                [
+                    {
+                        "tag": s.tag,
+                        "node_id": s.node_id,
+                        "unit": s.unit,
+                        "eng_unit": s.eng_unit,
+                        "description": s.description,
+                        "eu_low": s.eu_low,
+                        "eu_high": s.eu_high,
+                    }
+                    for s in specs
+                ]
+            )
+        )
+        return specs
+
+    # ------------------------------------------------------------------ subscription
+    async def _subscribe(self, client: Client, specs, context) -> Subscription:
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=self.publishing_ms,
+            RequestedLifetimeCount=600,
+            RequestedMaxKeepAliveCount=20,
+            MaxNotificationsPerPublish=0,
+            PublishingEnabled=True,
+            Priority=0,
+        )
+        sub = _BatchSubscription(client.uaclient, params, handler=None, on_batch=self._on_batch)
+        await sub.init()
+        requests = []
+        self._specs, self._context_specs = {}, {}
+        handle = 1
+        for spec in specs:
+            deadband = spec.deadband if spec.deadband is not None else self.deadband
+            # StatusValueTimestamp: a setpoint re-sent unchanged is still a sample to store
+            mfilter = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp)
+            if deadband:
+                mfilter.DeadbandType = ua.DeadbandType.Absolute
+                mfilter.DeadbandValue = float(deadband)
+            requests.append(self._request(spec.node_id, handle, mfilter))
+            self._specs[handle] = spec
+            handle += 1
+        for node_id, unit, name in context:
+            requests.append(self._request(node_id, handle, None))
+            self._context_specs[handle] = (unit, name)
+            handle += 1
+        for i in range(0, len(requests), 1000):
+            results = await client.uaclient.create_monitored_items(
+                ua.CreateMonitoredItemsParameters(
+                    SubscriptionId=sub.subscription_id,
+                    TimestampsToReturn=ua.TimestampsToReturn.Both,
+                    ItemsToCreate=requests[i : i + 1000],
+                )
+            )
+            for res in results:
+                if not res.StatusCode.is_good():
+                    logger.warning("ingest: monitored item refused: %s", res.StatusCode)
+        return sub
+
+    def _request(self, node_id: str, handle: int, mfilter) -> ua.MonitoredItemCreateRequest:
+        params = ua.MonitoringParameters(
+            ClientHandle=handle,
+            SamplingInterval=self.sampling_ms,
+            QueueSize=self.queue_size,
+            DiscardOldest=True,
+        )
+        if mfilter is not None:
+            params.Filter = mfilter
+        return ua.MonitoredItemCreateRequest(
+            ItemToMonitor=ua.ReadValueId(
+                NodeId=ua.NodeId.from_string(node_id), AttributeId=ua.AttributeIds.Value
+            ),
+            MonitoringMode=ua.MonitoringMode.Reporting,
+            RequestedParameters=params,
+        )
+
+    def _on_batch(self, items) -> None:
+        """Publish callback: convert one publish response; never blocks."""
+        if self._held is not None:
+            self._held.append(items)
+            return
+        self._accept(items)
+
+    def _accept(self, items, flags_extra: int = 0) -> None:
+        times, tags, values, status, flags = [], [], [], [], []
+        context_changes = []
+        for item in items:
+            dv = item.Value
+            handle = item.ClientHandle
+            ts = dv.SourceTimestamp or dv.ServerTimestamp or datetime.now(UTC)
+            if handle in self._context_specs:
+                context_changes.append((self._context_specs[handle], ts, dv.Value.Value))
+                continue
+            spec = self._specs.get(handle)
+            if spec is None:
+                continue
+            code = dv.StatusCode.value if dv.StatusCode is not None else 0
+            raw = dv.Value.Value if dv.Value is not None else None
+            try:
+                value = float(raw) if raw is not None else math.nan
+            except (TypeError, ValueError):
+                value = math.nan
+            f = flags_extra
+            if (code & 0x480) == 0x480:  # InfoType DataValue + Overflow bit
+                f |= FLAG_OVERFLOW
+            outside = spec.eu_low is not None and not (spec.eu_low <= value <= spec.eu_high)
+            if outside and not math.isnan(value):
+                f |= FLAG_OUT_OF_RANGE
+            times.append(ts)
+            tags.append(spec.tag)
+            values.append(value)
+            status.append(code)
+            flags.append(f)
+        self.state.received += len(times)
+        if times:
+            frame = pd.DataFrame(
+                {
+                    "time": pd.to_datetime(times, utc=True),
+                    "tag": tags,
+                    "value": np.asarray(values, dtype=float),
+                    "status": np.asarray(status, dtype=np.uint32),
+                    "flags": np.asarray(flags, dtype=np.uint8),
+                }
+            )
+            frame["quality"] = quality_from_status(frame["status"].to_numpy())
+            frame = self._deduplicate(frame)
+            if len(frame):
+                self._pending.append(frame)
+                self._pending_rows += len(frame)
+        for (unit, name), ts, value in context_changes:
+            self._context_change(unit, name, pd.Timestamp(ts).tz_convert("UTC"), value)
+
+    def _deduplicate(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Keep rows newer than the last accepted source time of their tag."""
+        frame = frame.sort_values(["tag", "time"], kind="stable")
+        frame = frame.drop_duplicates(["tag", "time"])
+        last = pd.to_datetime(frame["tag"].map(self.state.last), utc=True)
+        keep = last.isna() | (frame["time"] > last)
+        self.state.duplicates += int((~keep).sum())
+        frame = frame[keep]
+        if len(frame):
+            newest = frame.groupby("tag", sort=False)["time"].max()
+            self.state.last.update(newest.to_dict())
+        return frame
+
+    def _context_change(self, unit: str, name: str, ts: pd.Timestamp, value) -> None:
+        cur = self._context.setdefault(unit, {"start_time": None})
+        if cur.get(name) == value:
+            return
+        rows = []
+        if cur["start_time"] is not None and cur["start_time"] != ts:
+            rows.append({**_context_row(unit, cur), "end_time": ts})
+        cur[name] = value  # several fields changing at one time: one new row
+        cur["start_time"] = ts
+        rows.append({**_context_row(unit, cur), "end_time": None})
+        try:
+            self.historian.append_batch_context(pd.DataFrame(rows))
+        except OSError:
+            logger.exception("ingest: batch context not stored")
+
+    async def _backfill(self, client: Client, specs: list[TagSpec]) -> None:
+        """HistoryRead each tag from its last accepted time to now (where supported)."""
+        now = datetime.now(UTC) + timedelta(seconds=max(0.0, self.clock_offset_s or 0.0))
+        filled = 0
+        for spec in specs:
+            last = self.state.last.get(spec.tag)
+            if last is None:
+                continue
+            node = client.get_node(spec.node_id)
+            try:
+                history = await node.read_raw_history(
+                    last.to_pydatetime() + timedelta(microseconds=1), now
+                )
+            except ua.UaError as exc:
+                logger.info("ingest: no HistoryRead for %s (%s)", spec.tag, exc)
+                continue
+            handle = next(h for h, s in self._specs.items() if s is spec)
+            items = [ua.MonitoredItemNotification(ClientHandle=handle, Value=dv) for dv in history]
+            before = self._pending_rows
+            self._accept(items, flags_extra=FLAG_BACKFILLED)
+            filled += self._pending_rows - before
+        logger.info("ingest: backfilled %d values after reconnecting", filled)
+
+    # ------------------------------------------------------------------ writing
+    async def _writer(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.flush_s)
+            await self._flush()
+
+    async def _flush(self, final: bool = False) -> None:
+        """Write the spool (oldest first) then pending rows; keep them on failure."""
+        for path in sorted(self.spool_dir.glob("*.parquet")):
+            try:
+                await asyncio.to_thread(self.historian.append, pd.read_parquet(path))
+            except Exception:
+                logger.warning("ingest: historian still unavailable; %s waits", path.name)
+                break
+            path.unlink()
+        if not self._pending:
+            return
+        batch, self._pending, self._pending_rows = self._pending, [], 0
+        rows = pd.concat(batch, ignore_index=True)
+        try:
+            await asyncio.to_thread(self.historian.append, rows)
+            self.state.stored += len(rows)
+        except Exception as exc:
+            logger.warning(
+                "ingest: historian append failed (%r); buffering %d rows", exc, len(rows)
+            )
+            self._pending.insert(0, rows)
+            self._pending_rows += len(rows)
+            if self._pending_rows > self.max_buffer_rows or final:
+                self._spill()
+
+    def _spill(self) -> None:
+        rows = pd.concat(self._pending, ignore_index=True)
+        name = f"spool-{time.time_ns():020d}.parquet"
+        tmp = self.spool_dir / (name + ".tmp")
+        rows.to_parquet(tmp, index=False)
+        tmp.rename(self.spool_dir / name)
+        logger.warning("ingest: spilled %d rows to %s", len(rows), name)
+        self._pending, self._pending_rows = [], 0
+
+
+def _context_row(unit: str, cur: dict) -> dict:
+    return {
+        "batch_id": cur.get("BatchId") or None,
+        "unit": unit,
+        "recipe": cur.get("Recipe") or None,
+        "phase": cur.get("Phase") or None,
+        "state": cur.get("State") or "unknown",
+        "start_time": cur["start_time"],
+    }
+
+
+class _quiet:
+    """Suppress (and log at debug level) errors of best-effort calls."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and isinstance(exc, Exception):
+            logger.debug("ignored: %r", exc)
+            return True
+        return False
+
+
+def _explain(exc: BaseException, ingest: Ingest) -> IngestError:
+    """One clear line for what went wrong at connect time."""
+    text = repr(exc)
+    if isinstance(exc, ConnectionRefusedError) or "Connect call failed" in text:
+        return IngestError(f"cannot connect to {ingest.endpoint}: connection refused")
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return IngestError(f"cannot connect to {ingest.endpoint}: no answer (timeout)")
+    if isinstance(exc, OSError):
+        return IngestError(f"cannot connect to {ingest.endpoint}: {exc}")
+    if (
+        "BadUserAccessDenied" in text
+        or "BadIdentityTokenRejected" in text
+        or ("BadIdentityTokenInvalid" in text)
+    ):
+        who = ingest.user or "anonymous"
+        return IngestError(f"{ingest.endpoint} refused user {who!r}: wrong user name or password")
+    if "BadSecurityPolicyRejected" in text or "No matching endpoints" in text:
+        return IngestError(
+            f"{ingest.endpoint} does not offer the security asked for "
+            f"(Basic256Sha256 {ingest.security or 'None'})"
+        )
+    if (
+        isinstance(exc, AssertionError)
+        or "BadCertificate" in text
+        or "BadSecurityChecksFailed" in text
+    ):
+        return IngestError(
+            f"{ingest.endpoint} refused our certificate ({ingest.certificate}): is it in the "
+            "server's trusted list?"
+        )
+    return IngestError(f"cannot use {ingest.endpoint}: {text}")
