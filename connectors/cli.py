@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -34,7 +35,7 @@ def data_dir(value: Path | None) -> Path:
 
 
 def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}")
+    err_console.print("[bold red]error:[/] " + escape(str(exc)))
     raise typer.Exit(code=2)
 
 
@@ -122,9 +123,7 @@ def history_import_sim(
 
 def register(app: typer.Typer) -> None:
     """Add this package's subcommands to *app*."""
+    from connectors.opcua_cli import register_opcua
+
     app.add_typer(history, name="history")
-    try:
-        from connectors.opcua_cli import register_opcua
-    except ImportError:  # pragma: no cover - the OPC UA commands live in their own module
-        return
     register_opcua(app)

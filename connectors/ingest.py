@@ -554,7 +554,6 @@ class Ingest:
 
     async def _backfill(self, client: Client, specs: list[TagSpec]) -> None:
         """HistoryRead each tag from its last accepted time to now (where supported)."""
-        now = datetime.now(UTC) + timedelta(seconds=max(0.0, self.clock_offset_s or 0.0))
         filled = 0
         for spec in specs:
             last = self.state.last.get(spec.tag)
@@ -562,8 +561,10 @@ class Ingest:
                 continue
             node = client.get_node(spec.node_id)
             try:
+                # open-ended: a server's source clock may run ahead of ours (an accelerated
+                # twin), and what is newer than the last stored value is what is missing
                 history = await node.read_raw_history(
-                    last.to_pydatetime() + timedelta(microseconds=1), now
+                    last.to_pydatetime() + timedelta(microseconds=1), None
                 )
             except ua.UaError as exc:
                 logger.info("ingest: no HistoryRead for %s (%s)", spec.tag, exc)

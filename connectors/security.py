@@ -155,6 +155,8 @@ async def trust_validator(pki: Path) -> CertificateValidator:
     """Accept client certificates that are in ``pki/trusted`` (and otherwise valid)."""
     trusted = pki / "trusted"
     trusted.mkdir(parents=True, exist_ok=True)
+    if not any(trusted.iterdir()):  # our own ingest is trusted from the start
+        await client_certificate(pki, "urn:biotwin:ingest")
     store = TrustStore([trusted], [])
     await store.load()
     return CertificateValidator(

@@ -150,6 +150,7 @@ class TwinServer:
         self._stop = asyncio.Event()
         self.publishing_done = asyncio.Event()
         self.serving = asyncio.Event()
+        self.history: SQLiteHistory | None = None
 
     # ------------------------------------------------------------------ setup
     async def setup(self) -> None:
@@ -183,6 +184,7 @@ class TwinServer:
         storage = SQLiteHistory(str(history))
         await storage.init()
         server.iserver.history_manager.set_storage(storage)
+        self.history = storage
         self.idx = await server.register_namespace(NAMESPACE_URI)
         await self._build_address_space()
 
@@ -193,18 +195,24 @@ class TwinServer:
         path = []
         for level in (plant.site, plant.area, plant.line):
             path.append(level)
-            parent = await parent.add_object(ua.NodeId("/".join(path), idx), level)
+            parent = await parent.add_object(
+                ua.NodeId("/".join(path), idx), ua.QualifiedName(level, idx)
+            )
         analog = ua.NodeId(ua.ObjectIds.AnalogItemType)
         base = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
         historized = []
         for unit in self.config.units:
             spec = self.config.unit_classes[unit.unit_class]
-            folder = await parent.add_object(ua.NodeId(unit.id, idx), unit.id)
+            folder = await parent.add_object(
+                ua.NodeId(unit.id, idx), ua.QualifiedName(unit.id, idx)
+            )
             ids = []
             for sig in spec.signals:
                 tag = sig.tag.format(n=unit.loop_number)
                 nid = ua.NodeId(f"{unit.id}.{tag}", idx)
-                var = await folder.add_variable(nid, tag, math.nan, ua.VariantType.Double)
+                var = await folder.add_variable(
+                    nid, ua.QualifiedName(tag, idx), math.nan, ua.VariantType.Double
+                )
                 await var.delete_reference(base, ua.ObjectIds.HasTypeDefinition)
                 await var.add_reference(analog, ua.ObjectIds.HasTypeDefinition)
                 await var.write_attribute(
@@ -227,17 +235,21 @@ class TwinServer:
                 ids.append(nid)
                 historized.append(var)
                 await self.server.write_attribute_value(nid, self._initial())
+                await self.history.save_node_value(nid, self._initial())
             self.tag_nodes[unit.id] = ids
             ctx = {}
             for name in ("BatchId", "Recipe", "Phase", "State"):
                 nid = ua.NodeId(f"{unit.id}.{name}", idx)
-                var = await folder.add_variable(nid, name, "", ua.VariantType.String)
+                var = await folder.add_variable(
+                    nid, ua.QualifiedName(name, idx), "", ua.VariantType.String
+                )
                 ctx[name] = nid
                 historized.append(var)
             self.context_nodes[unit.id] = ctx
-        await self.server.historize_node_data_change(
-            historized, period=timedelta(days=self.history_days)
-        )
+        # Every published sample goes to history (see _publish), not only changes: a
+        # setpoint that stays put still has a value at every sample to backfill.
+        for var in historized:
+            await self.history.new_historized_node(var.nodeid, timedelta(days=self.history_days))
         logger.info("address space: %d tag variables", sum(map(len, self.tag_nodes.values())))
 
     def _initial(self) -> ua.DataValue:
@@ -295,11 +307,16 @@ class TwinServer:
         return out
 
     async def run(
-        self, *, until_samples: int | None = None, hold: asyncio.Event | None = None
+        self,
+        *,
+        until_samples: int | None = None,
+        hold: asyncio.Event | None = None,
+        first_sample: int = 0,
     ) -> None:
         """Serve until :meth:`stop`; publish every sample, or the first ``until_samples``
         (then keep serving, history included, without new values). With ``hold``, the
-        first sample waits for that event (a test starts its client first)."""
+        first sample waits for that event (a test starts its client first).
+        ``first_sample`` resumes the replay there (a restarted server continues)."""
         dt_s = self.config.plant.sample_interval_min * 60.0
         per_horizon = round(self.horizon_days * 86400 / dt_s)
         loop = asyncio.get_running_loop()
@@ -318,10 +335,12 @@ class TwinServer:
                 last_ctx: dict[str, tuple] = {}
                 for i in range(per_horizon):
                     n = k * per_horizon + i
+                    if n < first_sample:
+                        continue
                     if until_samples is not None and n >= until_samples:
                         done = True
                         break
-                    delay = wall0 + n * dt_s / self.speed - loop.time()
+                    delay = wall0 + (n - first_sample) * dt_s / self.speed - loop.time()
                     if delay > 0:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._stop.wait(), delay)
@@ -337,6 +356,7 @@ class TwinServer:
 
     async def _publish(self, i, ts, readings, contexts, last_ctx) -> None:
         write = self.server.write_attribute_value
+        save = self.history.save_node_value
         server_ts = datetime.now(UTC)
         for unit_id, ids in self.tag_nodes.items():
             r = readings[unit_id]
@@ -349,6 +369,7 @@ class TwinServer:
                     ServerTimestamp=server_ts,
                 )
                 await write(nid, dv)
+                await save(nid, dv)
             self.values_published += len(ids)
             ctx = contexts[unit_id]
             j = int(np.searchsorted(ctx.sample, i, side="right")) - 1
@@ -356,14 +377,14 @@ class TwinServer:
             if last_ctx.get(unit_id) != now:
                 last_ctx[unit_id] = now
                 for name, value in zip(("BatchId", "Recipe", "Phase", "State"), now, strict=True):
-                    await write(
-                        self.context_nodes[unit_id][name],
-                        ua.DataValue(
-                            ua.Variant(value, ua.VariantType.String),
-                            SourceTimestamp=ts,
-                            ServerTimestamp=server_ts,
-                        ),
+                    nid = self.context_nodes[unit_id][name]
+                    dv = ua.DataValue(
+                        ua.Variant(value, ua.VariantType.String),
+                        SourceTimestamp=ts,
+                        ServerTimestamp=server_ts,
                     )
+                    await write(nid, dv)
+                    await save(nid, dv)
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish after the current sample."""

@@ -166,7 +166,8 @@ WRITER = textwrap.dedent(
     i = 0
     while True:
         n = 200_000
-        h.append(pd.DataFrame({"time": t0 + pd.to_timedelta(np.arange(n) + i * n, "s"),
+        # 100 us apart: every append stays inside one day, so it is one atomic commit
+        h.append(pd.DataFrame({"time": t0 + pd.to_timedelta((np.arange(n) + i * n) * 100, "us"),
                                "tag": "W", "value": np.random.default_rng(i).normal(size=n)}))
         print(i, flush=True)
         i += 1

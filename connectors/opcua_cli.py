@@ -1,0 +1,167 @@
+"""``biotwin serve-opcua``, ``biotwin ingest`` and ``biotwin opcua-certs``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from connectors.cli import DataDir, data_dir
+
+console = Console()
+err_console = Console(stderr=True)
+logger = logging.getLogger(__name__)
+
+
+def _fail(message: str) -> None:
+    err_console.print("[bold red]error:[/] " + escape(message))
+    raise typer.Exit(code=2)
+
+
+def _on_signals(stop) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+
+def serve_opcua(
+    endpoint: Annotated[str, typer.Option(help="Endpoint URL to listen on.")] = (
+        "opc.tcp://127.0.0.1:4840/biotwin/"
+    ),
+    speed: Annotated[float, typer.Option(help="Twin seconds per wall second.", min=0.001)] = 60.0,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated plant.")] = 7,
+    days: Annotated[float, typer.Option(help="Days simulated ahead at a time.", min=0.5)] = 3.0,
+    security: Annotated[
+        str, typer.Option(help="Endpoints: none, sign, encrypt or all (Basic256Sha256).")
+    ] = "all",
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Plant TOML (default: shipped line).")
+    ] = None,
+    data_dir_: DataDir = None,
+) -> None:
+    """Serve the twin as a live plant over OPC UA until Ctrl-C."""
+    from connectors.security import ensure_demo_users
+    from connectors.server import TwinServer
+    from twin.config import load_config
+    from twin.errors import TwinError
+
+    root = data_dir(data_dir_)
+    try:
+        plant = load_config(config)
+        if ensure_demo_users(root / "users.toml"):
+            console.print(f"demo users written to {root / 'users.toml'}")
+        server = TwinServer(
+            plant,
+            endpoint,
+            root,
+            seed=seed,
+            speed=speed,
+            horizon_days=days,
+            security=security,
+        )
+    except (TwinError, ValueError) as exc:
+        _fail(str(exc))
+
+    async def main() -> None:
+        await server.setup()
+        _on_signals(server.stop)
+        job = asyncio.create_task(server.run())
+        await server.serving.wait()
+        console.print(f"serving the twin at {endpoint} (speed {speed:g}); Ctrl-C stops")
+        await job
+
+    asyncio.run(main())
+    console.print(f"stopped after {server.samples_published:,} samples")
+
+
+def ingest(
+    endpoint: Annotated[str, typer.Argument(help="opc.tcp://HOST:PORT[/path]")],
+    tag_map: Annotated[
+        Path | None, typer.Option(help="CSV or TOML: node_id, tag[, unit, eng_unit, deadband].")
+    ] = None,
+    browse_root: Annotated[str | None, typer.Option(help="Node id to browse below.")] = None,
+    sampling_ms: Annotated[float, typer.Option(help="Sampling interval (0: fastest).")] = 0.0,
+    publishing_ms: Annotated[float, typer.Option(help="Publishing interval.")] = 500.0,
+    queue_size: Annotated[int | None, typer.Option(help="Monitored item queue size.")] = None,
+    deadband: Annotated[float | None, typer.Option(help="Absolute deadband.")] = None,
+    user: Annotated[str | None, typer.Option(help="User name.")] = None,
+    password_env: Annotated[
+        str, typer.Option(help="Environment variable holding the password.")
+    ] = "BIOTWIN_OPCUA_PASSWORD",
+    security: Annotated[
+        str | None, typer.Option(help="Sign or SignAndEncrypt (Basic256Sha256).")
+    ] = None,
+    cert: Annotated[Path | None, typer.Option(help="Client certificate (DER).")] = None,
+    key: Annotated[Path | None, typer.Option(help="Client private key (PEM).")] = None,
+    data_dir_: DataDir = None,
+) -> None:
+    """Subscribe to any OPC UA server and write the historian until Ctrl-C."""
+    from connectors.historian import Historian
+    from connectors.ingest import Ingest, IngestError, read_tag_map
+
+    root = data_dir(data_dir_)
+    try:
+        specs = read_tag_map(tag_map) if tag_map else None
+        job = Ingest(
+            endpoint,
+            Historian(root / "historian"),
+            root / "spool",
+            tag_map=specs,
+            browse_root=browse_root,
+            sampling_ms=sampling_ms,
+            publishing_ms=publishing_ms,
+            queue_size=queue_size,
+            deadband=deadband,
+            user=user,
+            password=os.environ.get(password_env),
+            security=security,
+            certificate=cert,
+            private_key=key,
+        )
+    except IngestError as exc:
+        _fail(str(exc))
+
+    async def main() -> None:
+        _on_signals(job.stop)
+        await job.run()
+
+    try:
+        asyncio.run(main())
+    except IngestError as exc:
+        _fail(str(exc))
+    console.print(
+        f"stopped: {job.state.stored:,} values stored, {job.state.duplicates:,} duplicates "
+        f"skipped, {job.reconnects} reconnects"
+    )
+
+
+def opcua_certs(data_dir_: DataDir = None) -> None:
+    """Generate the server and ingest certificates under DATA_DIR/pki (keys stay there)."""
+    from connectors.security import client_certificate, server_certificate
+    from connectors.server import APPLICATION_URI
+
+    pki = data_dir(data_dir_) / "pki"
+
+    async def main():
+        server = await server_certificate(pki, APPLICATION_URI)
+        client = await client_certificate(pki, "urn:biotwin:ingest")
+        return server, client
+
+    (s_cert, _), (c_cert, c_key) = asyncio.run(main())
+    console.print(
+        f"server certificate: {s_cert}\ningest certificate: {c_cert} (trusted), key {c_key}"
+    )
+
+
+def register_opcua(app: typer.Typer) -> None:
+    """Add the OPC UA commands to *app*."""
+    app.command("serve-opcua")(serve_opcua)
+    app.command("ingest")(ingest)
+    app.command("opcua-certs")(opcua_certs)
