@@ -7,6 +7,12 @@ DATA_DIR ?= $(or $(BIOTWIN_DATA_DIR),var)
 
 .PHONY: run test lint format bench sample clean
 
+NODE_STAMP := connectors/interop/node_modules/.installed-stamp
+
+$(NODE_STAMP): connectors/interop/package-lock.json
+	npm ci --prefix connectors/interop --no-audit --no-fund
+	touch $(NODE_STAMP)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -16,7 +22,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/biotwin simulate --days 365 --seed 7 --out $(DATA_DIR)/simulation
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
@@ -29,12 +35,14 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/bench_simulate.py
 	$(BIN)/python benchmarks/bench_scenarios.py
+	$(BIN)/python benchmarks/bench_historian.py
+	$(BIN)/python benchmarks/bench_ingest.py
 
 sample: $(STAMP)
 	$(BIN)/biotwin simulate --days 60 --seed 7 --sample-interval-min 10 --out sample_data/twin
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache connectors/interop/node_modules
