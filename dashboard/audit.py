@@ -1,0 +1,201 @@
+"""The audit trail: append-only, hash-chained records of QA decisions with e-signatures.
+
+GMP (21 CFR Part 11 / EU GMP Annex 11) asks that a disposition records who, when, what,
+why and the meaning of the signature, that the signer re-enters their password, and that
+nobody can change a record unnoticed. Each record here is one JSON line in
+``DATA_DIR/audit/trail.jsonl``; its ``hash`` is the SHA-256 of its content together with
+the previous record's hash, so editing, deleting or reordering any record breaks the chain
+from that record on (:meth:`AuditTrail.verify` finds where). Appends take a file lock,
+are flushed and fsynced; the file is opened in append mode only.
+
+Signatures: :meth:`AuditTrail.sign` checks the user's password against ``users.toml``
+(scrypt hashes, :mod:`connectors.security`) and the role; a refused signature is itself
+recorded (``signature_refused``), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from connectors.security import load_users, verify_password
+
+__all__ = ["DECISIONS", "AuditTrail", "SignatureError", "Verification"]
+
+logger = logging.getLogger(__name__)
+
+DECISIONS = ("investigate", "hold", "release", "reject")
+GENESIS = "0" * 64
+_FIELDS = (
+    "seq",
+    "time",
+    "user",
+    "action",
+    "batch_id",
+    "decision",
+    "reason",
+    "meaning",
+    "model_version",
+    "score",
+    "prev_hash",
+)
+
+
+class SignatureError(PermissionError):
+    """A signature was refused: wrong password, unknown user or missing role."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Result of :meth:`AuditTrail.verify`."""
+
+    ok: bool
+    records: int
+    first_bad: int | None = None
+    problem: str = ""
+
+
+def _digest(record: dict) -> str:
+    body = json.dumps({k: record.get(k) for k in _FIELDS}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class AuditTrail:
+    """Append-only, hash-chained audit trail in ``root/trail.jsonl``.
+
+    Parameters
+    ----------
+    root : path
+        Directory of the trail (``DATA_DIR/audit``).
+    users_file : path
+        users.toml with password hashes and roles.
+    """
+
+    def __init__(self, root: str | os.PathLike, users_file: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / "trail.jsonl"
+        self.users_file = Path(users_file)
+
+    def records(self) -> list[dict]:
+        """All records, oldest first."""
+        if not self.path.exists():
+            return []
+        with open(self.path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    def _append(self, **fields) -> dict:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                existing = self.records()
+                prev = existing[-1]["hash"] if existing else GENESIS
+                record = {k: fields.get(k) for k in _FIELDS}
+                record.update(
+                    seq=len(existing) + 1,
+                    time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    prev_hash=prev,
+                )
+                record["hash"] = _digest(record)
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return record
+
+    def sign(
+        self,
+        *,
+        user: str,
+        password: str,
+        batch_id: str,
+        decision: str,
+        reason: str,
+        meaning: str,
+        model_version: str | None = None,
+        score: float | None = None,
+        role: str = "qa",
+    ) -> dict:
+        """Record a disposition signed by ``user`` (password re-entered).
+
+        Raises
+        ------
+        SignatureError
+            Wrong password, unknown user or a user without ``role``; the refusal is recorded.
+        ValueError
+            Unknown decision, or an empty reason or meaning (nothing recorded).
+        """
+        if decision not in DECISIONS:
+            raise ValueError(f"decision: must be one of {DECISIONS}; got {decision!r}")
+        if not reason.strip():
+            raise ValueError("reason: must not be empty; got ''")
+        if not meaning.strip():
+            raise ValueError("meaning: the meaning of the signature is required; got ''")
+        entry = load_users(self.users_file).get(user)
+        problem = None
+        if entry is None or not verify_password(password, entry.get("password", "")):
+            problem = "wrong user name or password"
+        elif role not in entry.get("roles", []):
+            problem = f"user {user!r} lacks the {role!r} role"
+        if problem:
+            self._append(
+                user=user,
+                action="signature_refused",
+                batch_id=batch_id,
+                decision=decision,
+                reason=problem,
+                meaning=meaning,
+            )
+            logger.warning("signature refused for %s on %s: %s", user, batch_id, problem)
+            raise SignatureError(f"signature refused: {problem}")
+        return self._append(
+            user=user,
+            action="disposition",
+            batch_id=batch_id,
+            decision=decision,
+            reason=reason,
+            meaning=meaning,
+            model_version=model_version,
+            score=None if score is None else float(score),
+        )
+
+    def verify(self) -> Verification:
+        """Re-compute the chain; the first record that does not match is reported."""
+        prev = GENESIS
+        records = self.records()
+        for i, record in enumerate(records, start=1):
+            if record.get("seq") != i:
+                return Verification(False, len(records), i, f"record {i}: sequence broken")
+            if record.get("prev_hash") != prev:
+                return Verification(False, len(records), i, f"record {i}: chain broken")
+            if _digest(record) != record.get("hash"):
+                return Verification(False, len(records), i, f"record {i}: content changed")
+            prev = record["hash"]
+        return Verification(True, len(records))
+
+    def export_csv(self, out: str | os.PathLike) -> Path:
+        """Write the trail as CSV (temp file, then rename)."""
+        out = Path(out)
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=[*_FIELDS, "hash"])
+            writer.writeheader()
+            writer.writerows(self.records())
+        os.replace(tmp, out)
+        return out
+
+    def decisions(self) -> dict[str, dict]:
+        """The latest signed disposition of each batch."""
+        latest = {}
+        for r in self.records():
+            if r["action"] == "disposition":
+                latest[r["batch_id"]] = r
+        return latest
