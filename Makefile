@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/biotwin simulate --days 365 --seed 7 --out $(DATA_DIR)/simulation
+	$(BIN)/biotwin up --data-dir $(DATA_DIR)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .

@@ -1,13 +1,148 @@
-"""Subcommands of ``biotwin`` that belong to the dashboard package.
+"""``biotwin dashboard`` and ``biotwin up`` (everything on localhost, supervised).
 
 ``register(app)`` adds them to the top-level typer app (see biotwin/cli.py).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+
+from connectors.cli import DataDir, data_dir
+
+console = Console()
+logger = logging.getLogger(__name__)
+APP = Path(__file__).with_name("app.py")
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "twin"
+
+
+def _streamlit_command(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.address", "127.0.0.1", "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def dashboard(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
+    data_dir_: DataDir = None,
+) -> None:
+    """Start the Streamlit command center on 127.0.0.1."""
+    env = {**os.environ, "BIOTWIN_DATA_DIR": str(data_dir(data_dir_))}
+    raise typer.Exit(subprocess.call(_streamlit_command(port), env=env))
+
+
+class _Service:
+    """A child process that is restarted (and reported) when it dies."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, logs: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log = logs / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        out = open(self.log, "a")  # noqa: SIM115 - owned by the child for its lifetime
+        # own session: a Ctrl-C in the terminal reaches the supervisor only, which then
+        # stops the services in order (the ingest flushes after the dashboard is gone)
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=out, stderr=out, start_new_session=True
+        )
+
+    def check(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            code = self.proc.returncode
+            self.restarts += 1
+            console.print(
+                f"[yellow]{self.name} stopped (exit {code}); restarting "
+                f"(restart {self.restarts}, log {self.log})[/]"
+            )
+            time.sleep(min(30, 2**self.restarts))
+            self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def up(
+    port: Annotated[int, typer.Option(help="Dashboard port on 127.0.0.1.")] = 8501,
+    opcua_port: Annotated[int, typer.Option(help="OPC UA server port.")] = 4840,
+    speed: Annotated[float, typer.Option(help="Twin seconds per wall second.")] = 60.0,
+    data_dir_: DataDir = None,
+) -> None:
+    """Start the twin over OPC UA, the ingest and the dashboard; supervise until Ctrl-C."""
+    from connectors.historian import Historian
+    from connectors.security import DEMO_USERS, ensure_demo_users
+    from connectors.twin_import import import_simulation
+
+    root = data_dir(data_dir_).resolve()
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ensure_demo_users(root / "users.toml")
+    historian = Historian(root / "historian")
+    if historian.tags().empty:
+        with console.status("first start: loading the sample history into the historian..."):
+            import_simulation(SAMPLE, historian)
+    env = {**os.environ, "BIOTWIN_DATA_DIR": str(root), "PYTHONUNBUFFERED": "1"}
+    endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/biotwin/"
+    me = [sys.executable, "-m", "biotwin"]
+    services = [
+        _Service(
+            "twin-opcua",
+            [*me, "serve-opcua", "--endpoint", endpoint, "--speed", str(speed),
+             "--data-dir", str(root)],
+            env, logs,
+        ),
+        _Service(
+            "ingest",
+            [*me, "ingest", endpoint, "--publishing-ms", "1000", "--data-dir", str(root)],
+            env, logs,
+        ),
+        _Service("dashboard", _streamlit_command(port), env, logs),
+    ]  # fmt: skip
+    services[0].start()
+    time.sleep(8)  # the twin simulates its first horizon before it listens
+    for service in services[1:]:
+        service.start()
+    console.print(f"command center: [bold]http://127.0.0.1:{port}[/]   OPC UA: {endpoint}")
+    console.print("demo users: " + ", ".join(f"{u}/{p} ({r[0]})" for u, p, r in DEMO_USERS))
+    console.print(f"logs: {logs}; Ctrl-C stops everything")
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            time.sleep(1)
+            for service in services:
+                if not stopping:
+                    service.check()
+    finally:
+        for service in reversed(services):  # dashboard, then ingest (flushes), then server
+            service.stop()
+        console.print("stopped")
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's subcommands to *app*."""
-    del app
+    app.command("dashboard")(dashboard)
+    app.command("up")(up)

@@ -1,0 +1,91 @@
+"""The command center's pages, through Streamlit's AppTest, on the sample history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from connectors.historian import Historian
+from connectors.security import ensure_demo_users
+from connectors.twin_import import import_simulation
+from dashboard.audit import AuditTrail
+from dashboard.plant import live_state, unit_status
+from twin.state import validate_state
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ROOT / "dashboard" / "pages"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("store")
+    import_simulation(ROOT / "sample_data" / "twin", Historian(root / "historian"))
+    ensure_demo_users(root / "users.toml")
+    return root
+
+
+@pytest.fixture
+def env(store, monkeypatch):
+    monkeypatch.setenv("BIOTWIN_DATA_DIR", str(store))
+    return store
+
+
+def test_live_state_from_the_historian_is_a_valid_snapshot(config, store):
+    h = Historian(store / "historian")
+    status = unit_status(h, config)
+    assert set(status["unit"]) == {u.id for u in config.units}
+    state, notes = live_state(h, config)
+    validate_state(state, config)
+    assert len(state.batches) >= 1 and len(state.assets) > 10 and notes
+
+
+def test_overview_shows_every_unit(env):
+    at = AppTest.from_file(str(PAGES / "overview.py"), default_timeout=60).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) == 12 and {"state", "batch_id", "availability"} <= set(table.columns)
+    assert any("units running" in m.label for m in at.metric)
+
+
+def test_scenario_page_runs_and_compares(env):
+    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120).run()
+    assert not at.exception
+    at.number_input[1].set_value(20)  # replications
+    at.button[0].click().run()
+    assert not at.exception
+    result = at.dataframe[0].value
+    assert {"baseline", "scenario", "difference", "ci95_low"} <= set(result.columns)
+    assert "completed" in result.index
+    assert any(p.name == "BR-202-down-3-days.json" for p in (env / "scenarios").iterdir())
+
+
+def test_qa_disposition_flow_is_signed_into_the_audit_trail(env):
+    at = AppTest.from_file(str(PAGES / "triage.py"), default_timeout=60)
+    at.session_state["user"] = "qa"
+    at.session_state["roles"] = ["qa"]
+    at.run()
+    assert not at.exception
+    batch = at.selectbox[0].value
+    at.radio[0].set_value("hold")
+    at.text_area[0].input("DO excursion in growth phase, investigate")
+    at.text_input[0].input("not-the-password")
+    at.button[0].click().run()
+    assert any("signature refused" in e.value for e in at.error)
+    at.radio[0].set_value("hold")
+    at.text_area[0].input("DO excursion in growth phase, investigate")
+    at.text_input[0].input("qa-demo")
+    at.button[0].click().run()
+    assert any("Signed: hold" in s.value for s in at.success)
+    trail = AuditTrail(env / "audit", env / "users.toml")
+    assert trail.verify().ok
+    assert [r["action"] for r in trail.records()][-2:] == ["signature_refused", "disposition"]
+    assert trail.decisions()[batch]["decision"] == "hold"
+
+
+def test_viewer_cannot_disposition(env):
+    at = AppTest.from_file(str(PAGES / "triage.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("Only QA can disposition" in w.value for w in at.warning)
+    assert len(at.button) == 0
