@@ -28,27 +28,31 @@ def roles() -> list[str]:
     return st.session_state.get("roles", ["viewer"])
 
 
+def _sign_out() -> None:
+    st.session_state.pop("user", None)
+    st.session_state.pop("roles", None)
+
+
 def sign_in_box() -> None:
-    """Sidebar: who is signed in; sign in with users.toml (hashed passwords)."""
+    """Sidebar: sign in with users.toml (hashed passwords); who is signed in; sign out.
+
+    No ``st.rerun``: the signed-in state shows in the same run as the submitted form.
+    """
     users_file = data_dir() / "users.toml"
     ensure_demo_users(users_file)
     with st.sidebar:
-        user = st.session_state.get("user")
-        if user:
-            st.write(f"Signed in: **{user}** ({', '.join(roles())})")
-            if st.button("Sign out"):
-                st.session_state.pop("user", None)
-                st.session_state.pop("roles", None)
-                st.rerun()
-            return
-        with st.form("sign-in"):
-            name = st.text_input("User", key="login_user")
-            password = st.text_input("Password", type="password", key="login_password")
-            if st.form_submit_button("Sign in"):
+        if not st.session_state.get("user"):
+            with st.form("sign-in"):
+                name = st.text_input("User", key="login_user")
+                password = st.text_input("Password", type="password", key="login_password")
+                submitted = st.form_submit_button("Sign in")
+            if submitted:
                 entry = load_users(users_file).get(name)
                 if entry and verify_password(password, entry.get("password", "")):
                     st.session_state["user"] = name
                     st.session_state["roles"] = list(entry.get("roles", []))
-                    st.rerun()
                 else:
                     st.error("Wrong user name or password")
+        if st.session_state.get("user"):
+            st.write(f"Signed in: **{st.session_state['user']}** ({', '.join(roles())})")
+            st.button("Sign out", on_click=_sign_out)

@@ -1,0 +1,125 @@
+"""The command center in a real browser (Debian's chromium, driven by Playwright).
+
+`.ci/run` installs chromium (apt package `chromium`); without it this test fails and says
+so. Screenshots of each page are written to docs/screenshots/ (used by the README).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from connectors.historian import Historian
+from connectors.security import ensure_demo_users
+from connectors.twin_import import import_simulation
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "docs" / "screenshots"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    assert shutil.which("chromium") or Path(CHROMIUM).exists(), (
+        "Debian's chromium is needed for the browser test: apt-get install chromium (.ci/run does)"
+    )
+    store = tmp_path_factory.mktemp("store")
+    import_simulation(ROOT / "sample_data" / "twin", Historian(store / "historian"))
+    ensure_demo_users(store / "users.toml")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "dashboard" / "app.py"),
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        env={**os.environ, "BIOTWIN_DATA_DIR": str(store)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_pages_sign_in_disposition_and_scenario(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app_url, timeout=60_000)
+        expect(page.get_by_text("Plant overview").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("units running")).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
+
+        # on the triage page, sign in as QA in the sidebar and disposition a batch
+        page.get_by_role("link", name="Batch triage (QA)").click()
+        expect(page.get_by_text("Only QA can disposition")).to_be_visible(timeout=60_000)
+        page.get_by_role("textbox", name="User").fill("qa")
+        page.get_by_role("textbox", name="User").press("Tab")
+        page.get_by_role("textbox", name="Password").fill("qa-demo")
+        page.get_by_role("textbox", name="Password").press("Enter")  # submits the form
+        expect(page.get_by_text("Signed in:")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Disposition", exact=True)).to_be_visible(timeout=60_000)
+        page.get_by_role("textbox", name="Reason").fill("Release after review of the record")
+        page.get_by_role("textbox", name="Reason").press("Tab")
+        page.get_by_text("release", exact=True).click()
+        page.get_by_role("textbox", name="Password (signature)").fill("qa-demo")
+        page.get_by_role("textbox", name="Password (signature)").press("Tab")
+        page.get_by_role("button", name="Sign", exact=True).click()
+        expect(page.get_by_text("Signed: release")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Chain verified")).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(SHOTS / "triage.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
+
+        page.get_by_role("link", name="Downtime scenarios").click()
+        expect(page.get_by_text("Run baseline and scenario")).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Run baseline and scenario").click()
+        expect(page.get_by_text("paired replications")).to_be_visible(timeout=120_000)
+        page.screenshot(path=str(SHOTS / "scenarios.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()
