@@ -21,6 +21,7 @@ page = st.navigation(
     [
         st.Page(HERE / "pages" / "overview.py", title="Plant overview", default=True),
         st.Page(HERE / "pages" / "triage.py", title="Batch triage (QA)"),
+        st.Page(HERE / "pages" / "assets.py", title="Asset health"),
         st.Page(HERE / "pages" / "scenarios.py", title="Downtime scenarios"),
     ]
 )

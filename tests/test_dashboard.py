@@ -89,3 +89,27 @@ def test_viewer_cannot_disposition(env):
     assert not at.exception
     assert any("Only QA can disposition" in w.value for w in at.warning)
     assert len(at.button) == 0
+
+
+def test_pm_window_prefers_a_start_that_misses_fewer_due_dates(config, store):
+    from dashboard.maintenance import best_pm_window
+
+    h = Historian(store / "historian")
+    state, _ = live_state(h, config)
+    table = best_pm_window(
+        config, state, "BR-201/agitator", days=2, step_h=24, replications=10, horizon_days=10
+    )
+    assert list(table.columns[:3]) == ["start_h", "due_dates_missed", "completed"]
+    assert len(table) == 3 and set(table["start_h"]) == {0.0, 24.0, 48.0}
+    first = table.iloc[0]
+    assert (first["due_dates_missed"] <= table["due_dates_missed"]).all()
+
+
+def test_asset_page_finds_a_window(env):
+    at = AppTest.from_file(str(PAGES / "assets.py"), default_timeout=180).run()
+    assert not at.exception
+    at.number_input[0].set_value(1)
+    at.number_input[2].set_value(10)
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("Start the PM of BR-201/agitator" in s.value for s in at.success)
