@@ -69,6 +69,7 @@ if go:
     st.success(
         f"Start the PM of {asset} in {best['start_h']:.0f} h: "
         f"{best['due_dates_missed']:.2f} due dates missed, "
-        f"{best['completed']:.1f} batches completed (mean of {int(reps)} paired replications over 30 days)"
+        f"{best['completed']:.1f} batches completed "
+        f"(mean of {int(reps)} paired replications over 30 days)"
     )
     st.dataframe(table.round(3), hide_index=True, width="stretch")
