@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -39,6 +40,11 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _text(value) -> str:
+    """A table cell: empty for missing values (None, NaN, NaT)."""
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
 def _historian(value: Path | None):
     from connectors.historian import Historian
 
@@ -48,17 +54,20 @@ def _historian(value: Path | None):
 @history.command("tags")
 def history_tags(data_dir_: DataDir = None) -> None:
     """List stored tags with units, first/last time and row counts."""
-    frame = _historian(data_dir_).tags()
+    try:
+        frame = _historian(data_dir_).tags()
+    except OSError as exc:
+        _fail(exc)
     table = Table(title=f"{len(frame)} tags")
     for col in ("tag", "unit", "eng_unit", "first_time", "last_time", "rows"):
         table.add_column(col, justify="right" if col == "rows" else "left")
     for row in frame.itertuples(index=False):
         table.add_row(
-            str(row.tag),
-            str(row.unit or ""),
-            str(row.eng_unit or ""),
-            str(row.first_time),
-            str(row.last_time),
+            _text(row.tag),
+            _text(row.unit),
+            _text(row.eng_unit),
+            _text(row.first_time),
+            _text(row.last_time),
             f"{row.rows:,}",
         )
     console.print(table)
@@ -75,28 +84,36 @@ def history_export(
     ] = None,
     data_dir_: DataDir = None,
 ) -> None:
-    """Export rows in long format (time, tag, value, status, quality, flags)."""
+    """Export rows in long format (time, tag, value, status, quality, flags).
+
+    Everything when --tags, --start and --end are omitted; the file is written by DuckDB
+    as it reads, so a year of history does not need to fit in memory.
+    """
     from connectors.historian import HistorianError
 
-    if out.suffix not in (".parquet", ".csv"):
-        _fail(ValueError(f"out: must end in .parquet or .csv; got {out.name!r}"))
+    names = [t.strip() for t in tags.split(",") if t.strip()] if tags is not None else None
     try:
-        frame = _historian(data_dir_).query(
-            [t.strip() for t in tags.split(",") if t.strip()] if tags else None,
-            start,
-            end,
-            resample,
-        )
-    except (HistorianError, ValueError) as exc:
+        with console.status(f"exporting to {out}..."):
+            rows = _historian(data_dir_).export(out, names, start, end, resample)
+    except (HistorianError, OSError) as exc:
         _fail(exc)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".parquet":
-        frame.to_parquet(tmp, index=False)
-    else:
-        frame.to_csv(tmp, index=False)
-    os.replace(tmp, out)
-    console.print(f"{len(frame):,} rows -> {out}")
+    console.print(f"{rows:,} rows -> {out}")
+
+
+@history.command("compact")
+def history_compact(
+    min_files: Annotated[int, typer.Option(help="Merge a day once it has this many files.")] = 2,
+    data_dir_: DataDir = None,
+) -> None:
+    """Merge small segment files (past days into one file each); safe while others read."""
+    from connectors.historian import HistorianError
+
+    try:
+        with console.status("compacting..."):
+            days = _historian(data_dir_).compact(min_files=min_files)
+    except (HistorianError, OSError) as exc:
+        _fail(exc)
+    console.print(f"{days:,} days compacted")
 
 
 @history.command("import-sim")

@@ -2,46 +2,73 @@
 
 Layout under the historian's root (``DATA_DIR/historian``)::
 
-    segments/date=YYYY-MM-DD/seg-<ns>-<pid>-<n>.parquet   time series rows, one day each
+    segments/date=YYYY-MM-DD/seg-<ns>-<pid>-<n>.parquet   rows of one UTC day, one commit each
+    segments/date=YYYY-MM-DD/cmp-<ns>-<pid>-<n>.parquet   compacted rows of that day
     batches/seg-<ns>-<pid>-<n>.parquet                     batch context rows
     tags.parquet                                           tag metadata
+    .files.lock                                            listing vs. compaction (flock)
 
-Why this design (see docs/historian.md):
+Why this design (the full argument is in docs/historian.md):
 
 - **Readers in other processes while one writes.** A DuckDB database file takes a lock that
   a second process cannot share; Parquet files can be read by any number of processes.
-  Each reader opens its own in-memory DuckDB connection over the segment files.
-- **Crash safety.** A segment is written to ``<name>.tmp``, flushed with ``fsync`` and
-  renamed into place (``os.replace`` is atomic on POSIX). A reader lists only ``*.parquet``,
-  so it never sees a partial file; a ``kill -9`` mid-write leaves a ``.tmp`` file that the
-  next writer removes once its process is gone. Committed segments are never modified.
-- **No duplicates.** The key is (tag, time). Queries keep the first committed row of a key,
-  so a retried append (store-and-forward), a backfill that overlaps, or a compaction caught
-  half-way never shows a row twice.
+  Each query opens its own in-memory DuckDB connection over the committed segment files.
+- **Crash safety.** A segment is written to ``<name>.<pid>-<n>.tmp``, flushed with
+  ``fsync`` and renamed into place (``os.replace`` is atomic on POSIX), then the directory
+  is fsynced. Readers list only ``*.parquet``, so they never see a partial file; a
+  ``kill -9`` mid-write leaves a ``.tmp`` file that the next open removes once its writer
+  is gone. A committed segment is never modified, only deleted by a compaction after its
+  rows are committed elsewhere.
+- **No duplicates.** The key is (tag, time). Queries keep one row per key, the one of the
+  file that sorts first (compacted files, then segments by name), so a retried append, an
+  overlapping backfill or a compaction caught half-way never shows a row twice.
 - **Fast ranges.** Segments are partitioned by UTC day, so a 24-hour query opens two days
-  of files, whatever the size of the history. :meth:`Historian.compact` merges a day's
-  small segments into one sorted file (written and renamed first, small ones deleted
-  after: in between, de-duplication hides the overlap).
+  of files, whatever the size of the history. Compaction (every ``compact_every`` commits
+  of a writer, or :meth:`Historian.compact`) keeps the number of files per day small.
+
+Exceptions::
+
+    ValueError
+     └── HistorianError    rows, metadata or a query refused (field, rule and value named)
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
 import logging
 import os
-import threading
 import time as _time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from connectors import _segments
+from connectors._rows import (
+    BATCH_SCHEMA,
+    FLAG_BACKFILLED,
+    FLAG_BAD_STATUS,
+    FLAG_NAN,
+    FLAG_OUT_OF_RANGE,
+    FLAG_OVERFLOW,
+    QUALITY_CODES,
+    ROW_SCHEMA,
+    TAG_SCHEMA,
+    HistorianError,
+    as_frame,
+    as_time,
+    check_tags,
+    empty,
+    quality_from_status,
+    require,
+    validate_batch_context,
+    validate_rows,
+)
 
 __all__ = [
     "BATCH_SCHEMA",
@@ -50,113 +77,122 @@ __all__ = [
     "FLAG_NAN",
     "FLAG_OUT_OF_RANGE",
     "FLAG_OVERFLOW",
+    "QUALITY_CODES",
     "ROW_SCHEMA",
     "TAG_SCHEMA",
     "Historian",
     "HistorianError",
     "quality_from_status",
+    "validate_rows",
 ]
 
 logger = logging.getLogger(__name__)
 
-FLAG_NAN = 1
-FLAG_OUT_OF_RANGE = 2
-FLAG_BAD_STATUS = 4
-FLAG_OVERFLOW = 8
-FLAG_BACKFILLED = 16
-
-ROW_SCHEMA = pa.schema(
-    [
-        ("time", pa.timestamp("us", tz="UTC")),
-        ("tag", pa.string()),
-        ("value", pa.float64()),
-        ("status", pa.uint32()),
-        ("quality", pa.uint8()),
-        ("flags", pa.uint8()),
-    ]
-)
-TAG_SCHEMA = pa.schema(
-    [
-        ("tag", pa.string()),
-        ("node_id", pa.string()),
-        ("unit", pa.string()),
-        ("eng_unit", pa.string()),
-        ("description", pa.string()),
-        ("eu_low", pa.float64()),
-        ("eu_high", pa.float64()),
-    ]
-)
-BATCH_SCHEMA = pa.schema(
-    [
-        ("batch_id", pa.string()),
-        ("unit", pa.string()),
-        ("recipe", pa.string()),
-        ("phase", pa.string()),
-        ("state", pa.string()),
-        ("start_time", pa.timestamp("us", tz="UTC")),
-        ("end_time", pa.timestamp("us", tz="UTC")),
-    ]
-)
-_OPTIONAL_ROW = {"status": 0, "quality": 0, "flags": 0}
-_COUNTER = itertools.count()
-_LOCK = threading.Lock()
+_READ_ATTEMPTS = 20
 
 
-class HistorianError(ValueError):
-    """Rows or a query the historian refuses; the message names field, rule and value."""
+def _sql_list(items: Iterable) -> str:
+    return "[" + ", ".join(_sql_str(str(i)) for i in items) + "]"
 
 
-def quality_from_status(status) -> np.ndarray:
-    """OPC UA StatusCode severity (top two bits) to 0 good, 1 uncertain, 2 bad."""
-    s = np.asarray(status, dtype=np.uint32) >> np.uint32(30)
-    return np.where(s == 0, 0, np.where(s == 1, 1, 2)).astype(np.uint8)
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
-def _segment_name(prefix: str = "seg") -> str:
-    with _LOCK:
-        n = next(_COUNTER)
-    return f"{prefix}-{_time.time_ns():020d}-{os.getpid()}-{n:06d}.parquet"
+def _sql_time(ts: pd.Timestamp) -> str:
+    return f"TIMESTAMPTZ '{ts.isoformat()}'"
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` via ``path.tmp``, fsync, rename (atomic on POSIX)."""
-    tmp = path.with_name(path.name + ".tmp")
+# ---------------------------------------------------------------------- SQL
+def _row_filter(tags: list[str] | None, start, end) -> str:
+    where = ["TRUE"]
+    if tags is not None:
+        where.append(f"tag IN ({', '.join(_sql_str(t) for t in tags)})")
+    if start is not None:
+        where.append(f"time >= {_sql_time(start)}")
+    if end is not None:
+        where.append(f"time < {_sql_time(end)}")
+    return " AND ".join(where)
+
+
+def _deduplicated(files: list[Path], where: str = "TRUE") -> str:
+    """One row per (tag, time): the first of the file that sorts first."""
+    return f"""
+        SELECT time, tag, value, status, quality, flags FROM (
+            SELECT *, row_number() OVER (
+                PARTITION BY tag, time ORDER BY filename, file_row_number) AS k
+            FROM read_parquet({_sql_list(files)}, filename = true, file_row_number = true,
+                              hive_partitioning = false)
+            WHERE {where})
+        WHERE k = 1"""
+
+
+def _tag_stats(files: list[Path]) -> str:
+    """First time, last time and distinct rows per tag.
+
+    A day held in one compacted file has no duplicates, so its rows are counted straight
+    from the file; only the other days are de-duplicated (the costly part).
+    """
+    by_day: dict[Path, list[Path]] = {}
+    for f in files:
+        by_day.setdefault(f.parent, []).append(f)
+    clean = [f for day in by_day.values() if len(day) == 1 for f in day if f.name[:4] == "cmp-"]
+    other = sorted(set(files) - set(clean))
+    sources = []
+    if clean:
+        sources.append(f"read_parquet({_sql_list(clean)}, hive_partitioning = false)")
+    if other:
+        sources.append(
+            f"(SELECT DISTINCT tag, time FROM read_parquet({_sql_list(other)}, "
+            "hive_partitioning = false))"
+        )
+    parts = " UNION ALL ".join(
+        f"SELECT tag, min(time) AS lo, max(time) AS hi, count(*) AS n FROM {src} GROUP BY tag"
+        for src in sources
+    )
+    return f"""
+        SELECT tag, min(lo) AS first_time, max(hi) AS last_time, sum(n)::BIGINT AS rows
+        FROM ({parts}) GROUP BY tag ORDER BY tag"""
+
+
+def _resampled(inner: str, width: pd.Timedelta) -> str:
+    """Buckets aligned on the epoch: mean (NaN ignored), worst quality, OR of flags."""
+    us = int(width / pd.Timedelta(microseconds=1))
+    return f"""
+        SELECT time_bucket(INTERVAL '{us} microseconds', time,
+                           TIMESTAMPTZ '1970-01-01 00:00:00+00') AS time,
+               tag,
+               avg(value) FILTER (WHERE NOT isnan(value)) AS value,
+               first(status ORDER BY quality DESC, time) AS status,
+               max(quality) AS quality,
+               bit_or(flags) AS flags
+        FROM ({inner}) GROUP BY ALL"""
+
+
+def _split_by_day(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+    """``("YYYY-MM-DD", rows of that UTC day)``, in day order, rows in their given order."""
+    days = table["time"].to_numpy().astype("datetime64[D]")
+    if len(days) and days.min() == days.max():
+        yield str(days[0]), table
+        return
+    order = np.argsort(days, kind="stable")
+    days = days[order]
+    table = table.take(order)
+    edges = np.flatnonzero(days[1:] != days[:-1]) + 1
+    for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(days)], strict=True):
+        yield str(days[lo]), table.slice(lo, hi - lo)
+
+
+def _bucket_width(resample: str) -> pd.Timedelta:
     try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd", row_group_size=1 << 20)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _as_time(value, field: str) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    try:
-        ts = pd.Timestamp(value)
+        width = pd.Timedelta(resample)
     except (TypeError, ValueError):
-        raise HistorianError(f"{field}: must be a timestamp; got {value!r}") from None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        raise HistorianError(
+            f"resample: must be a fixed width such as '1min' or '1h'; got {resample!r}"
+        ) from None
+    if width < pd.Timedelta(microseconds=1):
+        raise HistorianError(f"resample: must be a positive width; got {resample!r}")
+    return width
 
 
 class Historian:
@@ -165,31 +201,51 @@ class Historian:
     Parameters
     ----------
     root : path
-        Directory of the historian (created if missing).
+        Directory of the historian (created if missing). Any number of processes may open
+        it, to read or to append.
+    compact_every : int or None, default 32
+        After this many commits to one day by this instance, compact that day's small files
+        (``None``: never, leave it to :meth:`compact`).
 
     Examples
     --------
-    >>> h = Historian(tmp_path / "historian")                        # doctest: +SKIP
+    >>> h = Historian(tmp_path / "historian")  # doctest: +SKIP
     >>> h.append(pd.DataFrame({"time": [pd.Timestamp.now(tz="UTC")],
     ...                        "tag": ["TIC-201.PV"], "value": [37.0]}))  # doctest: +SKIP
     1
+    >>> h.query(["TIC-201.PV"], start="2026-01-01", resample="1min")  # doctest: +SKIP
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, *, compact_every: int | None = 32) -> None:
+        if compact_every is not None and compact_every < 2:
+            raise HistorianError(f"compact_every: must be >= 2 or None; got {compact_every!r}")
         self.root = Path(root)
+        self.compact_every = compact_every
         self.segments = self.root / "segments"
         self.batches_dir = self.root / "batches"
         self.segments.mkdir(parents=True, exist_ok=True)
         self.batches_dir.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_temporaries()
+        self._commits: dict[str, int] = {}
+        _segments.remove_abandoned(self.root)
+
+    def __repr__(self) -> str:
+        return f"Historian({str(self.root)!r})"
 
     # ------------------------------------------------------------------ writing
     def append(self, rows: pd.DataFrame | pa.Table) -> int:
-        """Commit ``rows`` (the row schema of docs/store.md); returns the number stored.
+        """Commit rows (the row schema of docs/store.md).
 
-        ``status``, ``quality`` and ``flags`` may be omitted (good, no flags); ``quality``
-        is derived from ``status`` when only the latter is given. NaN values are stored and
-        flagged. Rows of one call are committed per UTC day, each day atomically.
+        Parameters
+        ----------
+        rows : pandas.DataFrame or pyarrow.Table
+            Columns time (timezone-aware), tag, value, and optionally status, quality,
+            flags (see :func:`validate_rows`).
+
+        Returns
+        -------
+        int
+            The number of rows committed. Rows of one UTC day are one atomic commit; a call
+            spanning several days makes one commit per day.
 
         Raises
         ------
@@ -197,196 +253,195 @@ class Historian:
             If a column is missing or has the wrong type, or times are not timezone-aware;
             nothing is written then.
         """
-        table = self._validate_rows(rows)
+        table = validate_rows(rows)
         if table.num_rows == 0:
             return 0
-        days = pc.strftime(table["time"], format="%Y-%m-%d")
-        for day in pc.unique(days).to_pylist():
-            part = table.filter(pc.equal(days, day))
+        for day, part in _split_by_day(table):
             folder = self.segments / f"date={day}"
             folder.mkdir(exist_ok=True)
-            _write_atomic(part, folder / _segment_name())
+            _segments.write_table(part, folder / _segments.segment_name())
+            self._after_commit(day)
         return table.num_rows
 
-    def _validate_rows(self, rows) -> pa.Table:
-        if isinstance(rows, pd.DataFrame):
-            frame = rows
-        elif isinstance(rows, pa.Table):
-            frame = rows.to_pandas()
-        else:
-            raise HistorianError(f"rows: must be a DataFrame or Arrow table; got {type(rows)}")
-        for col in ("time", "tag", "value"):
-            if col not in frame.columns:
-                raise HistorianError(
-                    f"rows.{col}: required column is missing; got columns {list(frame.columns)}"
-                )
-        frame = frame.copy()
-        time = frame["time"]
-        if not pd.api.types.is_datetime64_any_dtype(time):
-            try:
-                time = pd.to_datetime(time)
-            except (TypeError, ValueError):
-                raise HistorianError(
-                    f"rows.time: must be timestamps; got {time.iloc[0]!r}"
-                ) from None
-        if getattr(time.dt, "tz", None) is None:
-            raise HistorianError(
-                f"rows.time: must be timezone-aware (UTC source timestamps); got naive "
-                f"{time.iloc[0] if len(time) else time.dtype}"
-            )
-        frame["time"] = time.dt.tz_convert("UTC")
-        if frame["tag"].isna().any() or (frame["tag"].astype(str) == "").any():
-            raise HistorianError("rows.tag: must be a non-empty name; got an empty tag")
+    def _after_commit(self, day: str) -> None:
+        """Compact ``day`` every ``compact_every`` commits; the commit stands if that fails."""
+        n = self._commits[day] = self._commits.get(day, 0) + 1
+        if self.compact_every is None or n % self.compact_every:
+            return
         try:
-            frame["value"] = pd.to_numeric(frame["value"], errors="raise").astype("float64")
-        except (TypeError, ValueError):
-            bad = next(v for v in frame["value"] if not _is_number(v))
-            raise HistorianError(f"rows.value: must be a number; got {bad!r}") from None
-        if "status" not in frame.columns:
-            frame["status"] = 0
-        if "quality" not in frame.columns:
-            frame["quality"] = quality_from_status(frame["status"].to_numpy())
-        if "flags" not in frame.columns:
-            frame["flags"] = 0
-        flags = frame["flags"].to_numpy().astype(np.uint8)
-        flags |= np.where(np.isnan(frame["value"].to_numpy()), FLAG_NAN, 0).astype(np.uint8)
-        flags |= np.where(frame["quality"].to_numpy() > 0, FLAG_BAD_STATUS, 0).astype(np.uint8)
-        frame["flags"] = flags
-        frame["tag"] = frame["tag"].astype(str)
-        return pa.Table.from_pandas(
-            frame[ROW_SCHEMA.names], schema=ROW_SCHEMA, preserve_index=False
-        )
+            if day == "batches":
+                self._compact_batches(self.compact_every)
+            else:
+                self._compact_day(self.segments / f"date={day}", self.compact_every, full=False)
+        except (OSError, duckdb.Error):  # retried at the next multiple; readers are unaffected
+            logger.exception("historian: compaction of %s failed", day)
 
     def upsert_tags(self, meta: pd.DataFrame) -> None:
-        """Add or replace tag metadata (by tag), under a file lock, atomically."""
-        if "tag" not in meta.columns:
-            raise HistorianError(f"meta.tag: required column is missing; got {list(meta.columns)}")
-        frame = meta.copy()
+        """Add or replace tag metadata (by tag), under a file lock, atomically.
+
+        Raises
+        ------
+        HistorianError
+            If ``meta`` has no ``tag`` column or a tag is not a non-empty string.
+        """
+        frame = as_frame(meta, "meta").copy()
+        require(frame, ("tag",), "meta")
+        check_tags(frame["tag"], "meta.tag")
         for name in TAG_SCHEMA.names:
             if name not in frame.columns:
                 frame[name] = None
-        frame = frame[TAG_SCHEMA.names]
-        with self._lock("tags"):
+        frame = frame[TAG_SCHEMA.names].drop_duplicates("tag", keep="last")
+        new = pa.Table.from_pandas(frame, schema=TAG_SCHEMA, preserve_index=False)
+        with _segments.flock(self.root / ".tags.lock", fcntl.LOCK_EX):
             old = self._read_tags()
-            merged = pd.concat([old[~old["tag"].isin(frame["tag"])], frame], ignore_index=True)
+            merged = pd.concat(
+                [old[~old["tag"].isin(frame["tag"])], new.to_pandas()], ignore_index=True
+            )
+            merged = merged.sort_values("tag", kind="stable")
             table = pa.Table.from_pandas(merged, schema=TAG_SCHEMA, preserve_index=False)
-            _write_atomic(table, self.root / "tags.parquet")
+            _segments.write_table(table, self.root / "tags.parquet")
 
     def append_batch_context(self, rows: pd.DataFrame) -> int:
-        """Commit batch context rows (an open row has no end_time; close it by appending it
-        again with one)."""
-        missing = [c for c in ("unit", "state", "start_time") if c not in rows.columns]
-        if missing:
-            raise HistorianError(f"batch context.{missing[0]}: required column is missing")
-        frame = rows.copy()
-        for name in BATCH_SCHEMA.names:
-            if name not in frame.columns:
-                frame[name] = None
-        for col in ("start_time", "end_time"):
-            frame[col] = pd.to_datetime(frame[col], utc=True)
-        table = pa.Table.from_pandas(
-            frame[BATCH_SCHEMA.names], schema=BATCH_SCHEMA, preserve_index=False
-        )
+        """Commit batch context rows.
+
+        An open record has no ``end_time``; close it by appending the same (unit,
+        start_time) again with one. The latest closed version of a record wins.
+
+        Returns
+        -------
+        int
+            The number of rows committed (one atomic commit).
+
+        Raises
+        ------
+        HistorianError
+            If unit, state or start_time is missing or invalid, or end_time < start_time.
+        """
+        table = validate_batch_context(rows)
         if table.num_rows:
-            _write_atomic(table, self.batches_dir / _segment_name())
+            _segments.write_table(table, self.batches_dir / _segments.segment_name())
+            self._after_commit("batches")
         return table.num_rows
 
-    @contextlib.contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
-        with open(self.root / f".{name}.lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    # ------------------------------------------------------------------ compaction
+    def compact(self, *, min_files: int = 2, before=None) -> int:
+        """Merge small files into fewer, sorted, de-duplicated ones.
 
-    def _remove_stale_temporaries(self) -> None:
-        for tmp in self.root.rglob("*.parquet.tmp"):
-            parts = tmp.name.split("-")
-            pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
-            if pid is None or not _pid_alive(pid) or pid == os.getpid():
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                    logger.warning("removed an unfinished write: %s", tmp)
+        Days before ``before`` (default: today, UTC) with at least ``min_files`` files
+        become one file. Later days, still being written, are compacted in tiers: their
+        segments become one file when there are ``min_files`` of them, and so do the
+        compacted files. Batch context segments are merged too.
 
-    # ------------------------------------------------------------------ maintenance
-    def compact(self, *, min_files: int = 4, before: pd.Timestamp | None = None) -> int:
-        """Merge each day's small segments into one sorted, de-duplicated file.
+        Readers never see a row twice or miss one meanwhile (see docs/historian.md).
 
-        Days with fewer than ``min_files`` segments, and (when given) days from ``before``
-        on, are left alone. Returns the number of days compacted.
+        Returns
+        -------
+        int
+            The number of days compacted.
         """
+        if min_files < 2:
+            raise HistorianError(f"min_files: must be >= 2; got {min_files!r}")
+        cutoff = as_time(before, "before") or pd.Timestamp.now(tz="UTC")
+        cutoff_day = cutoff.strftime("%Y-%m-%d")
         done = 0
         for folder in sorted(self.segments.glob("date=*")):
-            day = folder.name.split("=", 1)[1]
-            if before is not None and pd.Timestamp(day, tz="UTC") >= before.floor("D"):
-                continue
-            files = sorted(folder.glob("*.parquet"))
-            if len(files) < min_files:
-                continue
-            with self._lock(f"compact-{day}"):
-                files = sorted(folder.glob("*.parquet"))
-                con = duckdb.connect()
-                table = con.sql(
-                    f"""
-                    SELECT time, tag, value, status, quality, flags FROM (
-                        SELECT *, row_number() OVER (
-                            PARTITION BY tag, time ORDER BY filename) AS k
-                        FROM read_parquet({_list(files)}, filename = true,
-                                          hive_partitioning = false))
-                    WHERE k = 1 ORDER BY tag, time
-                    """
-                ).to_arrow_table()
-                con.close()
-                table = table.cast(ROW_SCHEMA)
-                # "cmp-0..." sorts before "seg-...": its rows win the de-duplication.
-                _write_atomic(table, folder / _segment_name("cmp"))
-                for f in files:
-                    f.unlink()
-            done += 1
+            full = folder.name.split("=", 1)[1] < cutoff_day
+            done += self._compact_day(folder, min_files, full=full)
+        self._compact_batches(min_files)
         return done
+
+    def _compact_day(self, folder: Path, min_files: int, *, full: bool) -> bool:
+        """Compact one day's folder; False if there was nothing to do or it was busy."""
+        lock = folder / ".compact.lock"  # not *.parquet: readers ignore it
+        with _segments.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as ok:
+            if not ok:
+                return False  # another process is compacting this day
+            files = sorted(folder.glob("*.parquet"))
+            if full:
+                if len(files) < min_files:
+                    return False
+                self._merge(files, folder)
+                return True
+            segments = [f for f in files if f.name.startswith("seg-")]
+            compacted = [f for f in files if f.name.startswith("cmp-")]
+            if len(segments) >= min_files:
+                compacted.append(self._merge(segments, folder))
+            if len(compacted) >= min_files:
+                self._merge(compacted, folder)
+            return len(segments) >= min_files or len(compacted) >= min_files
+
+    def _merge(self, files: list[Path], folder: Path) -> Path:
+        """Write ``files`` as one (sorted by tag, time; first file wins a key), then delete them.
+
+        The new file is committed before any input is deleted: in between, a reader sees the
+        rows twice and its de-duplication shows them once. Its ``cmp-`` name sorts before
+        every ``seg-`` name and after earlier ``cmp-`` names, so the winner of a key stays
+        the same.
+        """
+        target = folder / _segments.segment_name("cmp")
+        sql = _deduplicated(files) + " ORDER BY tag, time"
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            _segments.write_atomic(
+                target,
+                lambda tmp: con.execute(
+                    f"COPY ({sql}) TO {_sql_str(str(tmp))} "
+                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {_segments.ROW_GROUP})"
+                ),
+            )
+        finally:
+            con.close()
+        with _segments.flock(self.root / ".files.lock", fcntl.LOCK_EX):
+            for f in files:
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+        logger.info("historian: compacted %d files into %s", len(files), target.name)
+        return target
+
+    def _compact_batches(self, min_files: int) -> None:
+        """Merge the batch context files into one holding the latest version of each record."""
+        lock = self.batches_dir / ".compact.lock"
+        with _segments.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as ok:
+            files = sorted(self.batches_dir.glob("*.parquet")) if ok else []
+            if len(files) < min_files:
+                return
+            # "cmp-" sorts before "seg-": newer records (seg-) still win over the merged file.
+            _segments.write_table(
+                self._batch_table(files), self.batches_dir / _segments.segment_name("cmp")
+            )
+            with _segments.flock(self.root / ".files.lock", fcntl.LOCK_EX):
+                for f in files:
+                    with contextlib.suppress(FileNotFoundError):
+                        f.unlink()
 
     # ------------------------------------------------------------------ reading
     def _files(self, start: pd.Timestamp | None, end: pd.Timestamp | None) -> list[Path]:
+        """Committed segment files of the days in [start, end], listed as one snapshot."""
+        lo = start.strftime("%Y-%m-%d") if start is not None else ""
+        hi = end.strftime("%Y-%m-%d") if end is not None else "9999"
         out = []
-        lo = start.strftime("%Y-%m-%d") if start is not None else None
-        hi = end.strftime("%Y-%m-%d") if end is not None else None
-        for folder in self.segments.glob("date=*"):
-            day = folder.name.split("=", 1)[1]
-            if (lo is None or day >= lo) and (hi is None or day <= hi):
-                out.extend(folder.glob("*.parquet"))
+        with _segments.flock(self.root / ".files.lock", fcntl.LOCK_SH):
+            for folder in self.segments.glob("date=*"):
+                if lo <= folder.name.split("=", 1)[1] <= hi:
+                    out.extend(folder.glob("*.parquet"))
         return sorted(out)
 
-    def _run(self, sql_for_files, start=None, end=None, params=()) -> pd.DataFrame:
-        """Run a query over the segment files, retrying if a compaction removed one."""
-        for attempt in range(5):
+    def _read(self, sql_for: Callable[[list[Path]], str], start=None, end=None) -> pd.DataFrame:
+        """Run ``sql_for(files)``; None if there are no files. Retries if a compaction
+        deleted a listed file before DuckDB opened it (its rows are in a newer file)."""
+        for attempt in range(_READ_ATTEMPTS):
             files = self._files(start, end)
             if not files:
-                return pd.DataFrame(
-                    {
-                        n: pd.Series(dtype=t)
-                        for n, t in zip(
-                            ROW_SCHEMA.names,
-                            [
-                                "datetime64[us, UTC]",
-                                "object",
-                                "float64",
-                                "uint32",
-                                "uint8",
-                                "uint8",
-                            ],
-                            strict=True,
-                        )
-                    }
-                )
+                return None
             con = duckdb.connect()
             try:
                 con.execute("SET TimeZone = 'UTC'")
-                return con.execute(sql_for_files(_list(files)), params).df()
+                return con.execute(sql_for(files)).df()
             except duckdb.IOException:
-                if attempt == 4:
+                if attempt == _READ_ATTEMPTS - 1:
                     raise
-                _time.sleep(0.05)
+                _time.sleep(0.01 * (attempt + 1))
             finally:
                 con.close()
         raise AssertionError("unreachable")
@@ -398,131 +453,196 @@ class Historian:
         end=None,
         resample: str | None = None,
     ) -> pd.DataFrame:
-        """Rows of ``tags`` (all by default) with ``start <= time < end``, de-duplicated.
+        """Rows of ``tags`` with ``start <= time < end``, one per (tag, time).
 
         Parameters
         ----------
+        tags : iterable of str, optional
+            Tag names (default: all).
+        start, end : timestamp-like, optional
+            Bounds (default: open); naive values are taken as UTC.
         resample : str, optional
-            A bucket width such as ``"1min"`` or ``"15min"``: per-bucket mean of the values
-            (NaN ignored), worst quality, OR of the flags, first status.
+            A fixed bucket width such as ``"1min"`` or ``"15min"``; buckets are aligned on
+            the epoch and labelled by their start: mean of the values (NaN ignored; NaN if
+            all are), worst quality, OR of the flags, status of the worst row.
 
         Returns
         -------
         pandas.DataFrame
             Long format: time, tag, value, status, quality, flags, sorted by tag and time.
+
+        Raises
+        ------
+        HistorianError
+            For an empty tag list, unreadable bounds, end <= start or a bad width.
         """
-        start, end = _as_time(start, "start"), _as_time(end, "end")
-        if start is not None and end is not None and end <= start:
-            raise HistorianError(f"end: must be after start ({start}); got {end}")
-        where, params = ["TRUE"], []
+        tags, start, end, width = self._query_args(tags, start, end, resample)
+        where = _row_filter(tags, start, end)
+
+        def sql(files: list[Path]) -> str:
+            inner = _deduplicated(files, where)
+            return (inner if width is None else _resampled(inner, width)) + " ORDER BY tag, time"
+
+        out = self._read(sql, start, end)
+        if out is None:
+            return empty(ROW_SCHEMA)
+        out["time"] = out["time"].astype("datetime64[us, UTC]")
+        out["value"] = out["value"].astype("float64")
+        return out.reset_index(drop=True)
+
+    def export(
+        self,
+        out: str | os.PathLike,
+        tags: Iterable[str] | None = None,
+        start=None,
+        end=None,
+        resample: str | None = None,
+    ) -> int:
+        """Write :meth:`query`'s rows to ``out`` (``.parquet`` or ``.csv``), streaming.
+
+        DuckDB writes the file directly, so a year of history is exported without holding it
+        in memory. The file appears atomically (temporary file, rename).
+
+        Returns
+        -------
+        int
+            The number of rows written.
+        """
+        out = Path(out)
+        if out.suffix not in (".parquet", ".csv"):
+            raise HistorianError(f"out: must end in .parquet or .csv; got {out.name!r}")
+        tags, start, end, width = self._query_args(tags, start, end, resample)
+        where = _row_filter(tags, start, end)
+        fmt = "FORMAT parquet, COMPRESSION zstd" if out.suffix == ".parquet" else "FORMAT csv"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+
+        def write(tmp: Path) -> None:
+            nonlocal written
+
+            def copy(files: list[Path]) -> str:
+                inner = _deduplicated(files, where)
+                body = inner if width is None else _resampled(inner, width)
+                return f"COPY ({body} ORDER BY tag, time) TO {_sql_str(str(tmp))} ({fmt})"
+
+            result = self._read(copy, start, end)
+            if result is None:  # nothing stored: a file with the columns and no rows
+                nothing = empty(ROW_SCHEMA)
+                if out.suffix == ".parquet":
+                    nothing.to_parquet(tmp, index=False)
+                else:
+                    nothing.to_csv(tmp, index=False)
+            else:
+                written = int(result.iloc[0, 0])
+
+        _segments.write_atomic(out, write)
+        logger.info("historian: exported %d rows to %s", written, out)
+        return written
+
+    def _query_args(self, tags, start, end, resample):
         if tags is not None:
-            tags = list(tags)
+            tags = [tags] if isinstance(tags, str) else list(tags)
             if not tags:
                 raise HistorianError("tags: must name at least one tag; got an empty list")
-            where.append("tag IN (SELECT unnest(?))")
-            params.append(tags)
-        if start is not None:
-            where.append("time >= ?")
-            params.append(start.to_pydatetime())
-        if end is not None:
-            where.append("time < ?")
-            params.append(end.to_pydatetime())
-        cond = " AND ".join(where)
-        dedup = f"""
-            SELECT * EXCLUDE (k) FROM (
-                SELECT time, tag, value, status, quality, flags,
-                       row_number() OVER (PARTITION BY tag, time ORDER BY filename) AS k
-                FROM read_parquet({{files}}, filename = true, hive_partitioning = false)
-                WHERE {cond})
-            WHERE k = 1"""
-        if resample is None:
-            sql = dedup + " ORDER BY tag, time"
-        else:
-            width = pd.Timedelta(resample)
-            if width <= pd.Timedelta(0):
-                raise HistorianError(f"resample: must be a positive width; got {resample!r}")
-            seconds = int(width.total_seconds())
-            sql = f"""
-                SELECT time_bucket(INTERVAL '{seconds} seconds', time) AS time, tag,
-                       avg(value) FILTER (WHERE NOT isnan(value)) AS value,
-                       first(status ORDER BY time) AS status,
-                       max(quality) AS quality, bit_or(flags) AS flags
-                FROM ({dedup}) GROUP BY ALL ORDER BY tag, time"""
-        out = self._run(lambda files: sql.replace("{files}", files), start, end, params)
-        if len(out):
-            out["time"] = pd.to_datetime(out["time"], utc=True)
-            out["value"] = out["value"].astype("float64")
-        return out.reset_index(drop=True)
+        start, end = as_time(start, "start"), as_time(end, "end")
+        if start is not None and end is not None and end <= start:
+            raise HistorianError(f"end: must be after start ({start}); got {end}")
+        width = None if resample is None else _bucket_width(resample)
+        return tags, start, end, width
 
     def _read_tags(self) -> pd.DataFrame:
         path = self.root / "tags.parquet"
         if path.exists():
             return pq.read_table(path).to_pandas()
-        return TAG_SCHEMA.empty_table().to_pandas()
+        return empty(TAG_SCHEMA)
 
     def tags(self) -> pd.DataFrame:
-        """What is stored: tag metadata with first_time, last_time and rows per tag."""
-        meta = self._read_tags()
-        stats = self._run(
-            lambda files: (
-                f"""
-            SELECT tag, min(time) AS first_time, max(time) AS last_time,
-                   count(DISTINCT time) AS rows
-            FROM read_parquet({files}, hive_partitioning = false) GROUP BY tag ORDER BY tag"""
+        """What is stored: tag metadata with first_time, last_time and rows per tag.
+
+        Tags with metadata but no rows have 0 rows; tags with rows but no metadata have
+        empty metadata.
+        """
+        stats = self._read(_tag_stats)
+        if stats is None:
+            stats = pd.DataFrame(
+                {
+                    "tag": pd.Series(dtype=str),
+                    "first_time": pd.Series(dtype="datetime64[us, UTC]"),
+                    "last_time": pd.Series(dtype="datetime64[us, UTC]"),
+                    "rows": pd.Series(dtype="int64"),
+                }
             )
-        )
-        if not len(stats):
-            stats = pd.DataFrame(columns=["tag", "first_time", "last_time", "rows"])
-        out = meta.merge(stats, on="tag", how="outer")
+        out = self._read_tags().merge(stats, on="tag", how="outer")
         out["rows"] = out["rows"].fillna(0).astype("int64")
         return out.sort_values("tag").reset_index(drop=True)
 
     def last_times(self) -> dict[str, pd.Timestamp]:
-        """The last stored source time of every tag."""
-        stats = self._run(
+        """The last stored source time of every tag (for de-duplication and backfill)."""
+        stats = self._read(
             lambda files: (
                 f"""
-            SELECT tag, max(time) AS last_time
-            FROM read_parquet({files}, hive_partitioning = false) GROUP BY tag"""
+                SELECT tag, max(time) AS last_time
+                FROM read_parquet({_sql_list(files)}, hive_partitioning = false) GROUP BY tag"""
             )
         )
-        if not len(stats):
+        if stats is None:
             return {}
         return {t: pd.Timestamp(v).tz_convert("UTC") for t, v in stats.itertuples(index=False)}
 
     def count(self) -> int:
-        """Distinct (tag, time) rows stored."""
-        out = self._run(
-            lambda files: (
-                f"""SELECT count(*) AS n FROM (SELECT DISTINCT tag, time
-            FROM read_parquet({files}, hive_partitioning = false))"""
-            )
-        )
-        return int(out["n"].iloc[0]) if "n" in out and len(out) else 0
+        """The number of distinct (tag, time) rows stored."""
+        out = self._read(lambda files: f"SELECT sum(rows) AS n FROM ({_tag_stats(files)})")
+        return 0 if out is None else int(out["n"].iloc[0])
 
-    def batch_context(self, unit: str | None = None, start=None, end=None) -> pd.DataFrame:
-        """Batch context rows, the latest version of each (unit, start_time), by time."""
-        files = sorted(self.batches_dir.glob("*.parquet"))
-        if not files:
-            return BATCH_SCHEMA.empty_table().to_pandas()
+    # ------------------------------------------------------------------ batch context
+    def _batch_table(self, files: list[Path]) -> pa.Table:
+        """One record per (unit, start_time): a closed version before an open one, then the
+        last written (newest file, last row)."""
         con = duckdb.connect()
         try:
-            frame = con.execute(
-                f"""
-                SELECT * EXCLUDE (k, filename) FROM (
+            con.execute("SET TimeZone = 'UTC'")
+            sql = f"""
+                SELECT * EXCLUDE (k, filename, file_row_number) FROM (
                     SELECT *, row_number() OVER (
                         PARTITION BY unit, start_time
-                        ORDER BY (end_time IS NULL), filename DESC) AS k
-                    FROM read_parquet({_list(files)}, filename = true))
+                        ORDER BY (end_time IS NULL), filename DESC, file_row_number DESC) AS k
+                    FROM read_parquet({_sql_list(files)}, filename = true,
+                                      file_row_number = true))
                 WHERE k = 1 ORDER BY start_time, unit"""
-            ).df()
+            return con.sql(sql).to_arrow_table().cast(BATCH_SCHEMA)
         finally:
             con.close()
-        for col in ("start_time", "end_time"):
-            frame[col] = pd.to_datetime(frame[col], utc=True)
+
+    def batch_context(self, unit: str | None = None, start=None, end=None) -> pd.DataFrame:
+        """Batch context records overlapping [start, end), by start time.
+
+        Parameters
+        ----------
+        unit : str, optional
+            Only this unit's records.
+        start, end : timestamp-like, optional
+            Keep records that overlap the interval (an open record extends to now).
+
+        Returns
+        -------
+        pandas.DataFrame
+            batch_id, unit, recipe, phase, state, start_time, end_time (NaT while open).
+        """
+        start, end = as_time(start, "start"), as_time(end, "end")
+        for attempt in range(_READ_ATTEMPTS):
+            with _segments.flock(self.root / ".files.lock", fcntl.LOCK_SH):
+                files = sorted(self.batches_dir.glob("*.parquet"))
+            if not files:
+                return empty(BATCH_SCHEMA)
+            try:
+                frame = self._batch_table(files).to_pandas()
+                break
+            except duckdb.IOException:
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+                _time.sleep(0.01 * (attempt + 1))
         if unit is not None:
             frame = frame[frame["unit"] == unit]
-        start, end = _as_time(start, "start"), _as_time(end, "end")
         if start is not None:
             frame = frame[frame["end_time"].isna() | (frame["end_time"] > start)]
         if end is not None:
@@ -530,49 +650,60 @@ class Historian:
         return frame.reset_index(drop=True)
 
     def batch_series(self, batch_id: str, tags: Iterable[str] | None = None) -> pd.DataFrame:
-        """All tags of the units a batch went through, over its time there.
+        """All tags of the units a batch ran on, over its time there, aligned by batch time.
 
-        Returns the :meth:`query` columns plus ``unit``, ``phase`` and ``batch_time_h``
-        (hours since the batch started on that unit), so batches align by batch time.
+        The batch's ``running`` records (all its records if it has none) give, per unit,
+        the interval from its first start to its last end (now while open); the tags whose
+        metadata names that unit are read over it.
+
+        Parameters
+        ----------
+        batch_id : str
+        tags : iterable of str, optional
+            Only these tags (default: all of the units' tags).
+
+        Returns
+        -------
+        pandas.DataFrame
+            The :meth:`query` columns plus ``unit``, ``phase`` (of the record the row falls
+            in) and ``batch_time_h`` (hours since the batch started on that unit), sorted by
+            unit, tag and time.
 
         Raises
         ------
         HistorianError
-            If the batch has no context rows.
+            If the batch has no context records.
         """
         ctx = self.batch_context()
         ctx = ctx[ctx["batch_id"] == batch_id]
         if ctx.empty:
             raise HistorianError(f"batch_id: no batch context stored for {batch_id!r}")
+        if (ctx["state"] == "running").any():
+            ctx = ctx[ctx["state"] == "running"]
         meta = self._read_tags()
-        parts = []
+        wanted = None if tags is None else set([tags] if isinstance(tags, str) else tags)
         now = pd.Timestamp.now(tz="UTC")
-        for unit, rows in ctx.groupby("unit", sort=False):
-            begin = rows["start_time"].min()
-            finish = rows["end_time"].max() if rows["end_time"].notna().all() else now
-            unit_tags = meta.loc[meta["unit"] == unit, "tag"].tolist()
-            if tags is not None:
-                unit_tags = [t for t in unit_tags if t in set(tags)]
+        parts = []
+        for unit, records in ctx.groupby("unit", sort=True):
+            records = records.sort_values("start_time")
+            unit_tags = sorted(meta.loc[meta["unit"] == unit, "tag"])
+            if wanted is not None:
+                unit_tags = [t for t in unit_tags if t in wanted]
             if not unit_tags:
                 continue
+            begin = records["start_time"].iloc[0]
+            finish = records["end_time"].max() if records["end_time"].notna().all() else now
             data = self.query(unit_tags, begin, finish + pd.Timedelta(microseconds=1))
+            starts = records["start_time"].to_numpy()
+            idx = np.searchsorted(starts, data["time"].to_numpy(), side="right") - 1
             data["unit"] = unit
-            data["batch_time_h"] = (data["time"] - begin).dt.total_seconds() / 3600.0
-            idx = np.searchsorted(rows["start_time"].to_numpy(), data["time"].to_numpy(), "right")
-            data["phase"] = rows["phase"].to_numpy()[np.maximum(idx - 1, 0)]
+            data["phase"] = records["phase"].to_numpy()[np.maximum(idx, 0)]
+            data["batch_time_h"] = (data["time"] - begin) / pd.Timedelta(hours=1)
             parts.append(data)
         if not parts:
-            return pd.DataFrame(columns=[*ROW_SCHEMA.names, "unit", "batch_time_h", "phase"])
+            return empty(ROW_SCHEMA).assign(
+                unit=pd.Series(dtype=str),
+                phase=pd.Series(dtype=str),
+                batch_time_h=pd.Series(dtype="float64"),
+            )
         return pd.concat(parts, ignore_index=True)
-
-
-def _is_number(v) -> bool:
-    try:
-        float(v)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _list(files: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.historian import (
@@ -23,7 +25,7 @@ from connectors.historian import (
     quality_from_status,
 )
 
-__all__ = ["STATUS_OF_QUALITY", "import_simulation"]
+__all__ = ["STATUS_OF_QUALITY", "batch_context_rows", "historian_rows", "import_simulation"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ def import_simulation(
 ) -> dict[str, int]:
     """Append a simulation's signals, tag metadata and batch context to ``historian``.
 
+    Then compacts the historian, so that every past day is one file.
+
     Returns
     -------
     dict
@@ -47,7 +51,7 @@ def import_simulation(
     Raises
     ------
     HistorianError
-        If ``sim_dir`` is not a twin output (no manifest.json / tags.parquet).
+        If ``sim_dir`` is not a twin output (no manifest.json / tags.parquet ...).
     """
     sim_dir = Path(sim_dir)
     for needed in ("manifest.json", "tags.parquet", "phases.parquet", "batches.parquet"):
@@ -55,42 +59,63 @@ def import_simulation(
             raise HistorianError(
                 f"sim_dir: must be a `biotwin simulate` output with {needed}; got {sim_dir}"
             )
+    context = batch_context_rows(sim_dir)  # first: a bad record fails before the long part
     tags = pd.read_parquet(sim_dir / "tags.parquet")
     historian.upsert_tags(
         tags.assign(node_id=None)[
             ["tag", "node_id", "unit", "eng_unit", "description", "eu_low", "eu_high"]
         ]
     )
-    low = dict(zip(tags["tag"], tags["eu_low"], strict=True))
-    high = dict(zip(tags["tag"], tags["eu_high"], strict=True))
+    limits = tags.set_index("tag")[["eu_low", "eu_high"]]
     counts = {}
     for path in sorted((sim_dir / "signals").glob("*.parquet")):
         table = pq.read_table(path, columns=["time", "tag", "value", "quality"])
-        frame = table.to_pandas()
-        quality = frame["quality"].astype(str)
-        status = quality.map(STATUS_OF_QUALITY).fillna(STATUS_OF_QUALITY["bad"])
-        status = status.to_numpy(dtype=np.uint32)
-        value = frame["value"].to_numpy()
-        tag = frame["tag"].astype(str)
-        lo, hi = tag.map(low).to_numpy(float), tag.map(high).to_numpy(float)
-        with np.errstate(invalid="ignore"):
-            outside = (value < lo) | (value > hi)
-        rows = pd.DataFrame(
-            {
-                "time": pd.to_datetime(frame["time"], utc=True).astype("datetime64[us, UTC]"),
-                "tag": tag,
-                "value": value,
-                "status": status,
-                "quality": quality_from_status(status),
-                "flags": np.where(outside, FLAG_OUT_OF_RANGE, 0).astype(np.uint8),
-            }
-        )
-        counts[path.stem] = historian.append(rows)
+        counts[path.stem] = historian.append(historian_rows(table, limits))
         if progress:
             progress(path.stem)
-    counts["batch_context"] = historian.append_batch_context(batch_context_rows(sim_dir))
+    counts["batch_context"] = historian.append_batch_context(context)
+    historian.compact()  # one file per past day: the fastest layout for the readers
+    if progress:
+        progress("compaction")
     logger.info("imported %s into %s", sim_dir, historian.root)
     return counts
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
+    """Dictionary codes and values of a column (strings, categories)."""
+    array = column.combine_chunks()
+    if not pa.types.is_dictionary(array.type):
+        array = pc.dictionary_encode(array)
+    return array.indices.to_numpy(zero_copy_only=False), array.dictionary.to_pylist()
+
+
+def historian_rows(table: pa.Table, limits: pd.DataFrame) -> pa.Table:
+    """Twin signal rows (time, tag, value, quality category) as historian rows.
+
+    The quality becomes the StatusCode an OPC UA server would send (:data:`STATUS_OF_QUALITY`,
+    unknown categories Bad) and values outside the tag's EU range get ``FLAG_OUT_OF_RANGE``,
+    as the ingest does. Vectorised over the few distinct tags and qualities.
+    """
+    q_codes, q_names = _codes(table["quality"])
+    bad = STATUS_OF_QUALITY["bad"]
+    status = np.array([STATUS_OF_QUALITY.get(q, bad) for q in q_names], np.uint32)[q_codes]
+    t_codes, t_names = _codes(table["tag"])
+    lo = limits["eu_low"].reindex(t_names).to_numpy(float)[t_codes]
+    hi = limits["eu_high"].reindex(t_names).to_numpy(float)[t_codes]
+    value = table["value"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        outside = (value < lo) | (value > hi)
+    time = table["time"].cast(pa.timestamp("us", tz="UTC"))
+    return pa.table(
+        {
+            "time": time,
+            "tag": table["tag"].cast(pa.string()),
+            "value": value,
+            "status": status,
+            "quality": quality_from_status(status),
+            "flags": np.where(outside, FLAG_OUT_OF_RANGE, 0).astype(np.uint8),
+        }
+    )
 
 
 def batch_context_rows(sim_dir: Path) -> pd.DataFrame:
@@ -103,4 +128,22 @@ def batch_context_rows(sim_dir: Path) -> pd.DataFrame:
         recipe=None, phase=schedule["activity"], state=schedule["activity"]
     )
     cols = ["batch_id", "unit", "recipe", "phase", "state", "start_time", "end_time"]
-    return pd.concat([running[cols], other[cols]], ignore_index=True)
+    rows = pd.concat([running[cols], other[cols]], ignore_index=True)
+    backwards = rows["end_time"] < rows["start_time"]
+    if backwards.any():  # seen at the horizon of a simulation: the record cannot be stored
+        first = rows[backwards].iloc[0]
+        logger.warning(
+            "import: skipped %d batch context records ending before they start "
+            "(first: %s %s %s, %s -> %s)",
+            int(backwards.sum()),
+            first["batch_id"],
+            first["unit"],
+            first["phase"],
+            first["start_time"],
+            first["end_time"],
+        )
+    # A unit has one record per start time (it is in one state at a time): of two records
+    # that start together (a repair that began during a CIP), the longer one is written last
+    # and wins.
+    rows = rows[~backwards].sort_values(["unit", "start_time", "end_time"], kind="stable")
+    return rows.reset_index(drop=True)
