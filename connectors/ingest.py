@@ -171,6 +171,18 @@ class Ingest:
         Where rows wait on disk when the historian cannot take them.
     tag_map : list of TagSpec, optional
         Variables to ingest; by default every numeric variable found under ``browse_root``.
+    context_map : list of (node_id, unit, field), optional
+        Batch context variables (BatchId, Recipe, Phase, State of a unit) to follow; only
+        used with ``resolved`` (discovery finds them otherwise).
+    resolved : bool, default False
+        ``tag_map`` (and ``context_map``) come from :meth:`discover` and their metadata is
+        stored already: subscribe to them as they are, without reading the server again
+        (a shard of :mod:`connectors.ingest_shards`).
+    last_times : dict, optional
+        The last stored source time per tag, if known (default: read from the historian).
+    resume : bool, default False
+        Start as after a lost connection: retry a refused first connection (with backoff)
+        and backfill each tag from its last stored time (a restarted shard).
     """
 
     def __init__(
@@ -194,6 +206,10 @@ class Ingest:
         max_buffer_rows: int = 2_000_000,
         backoff_s: tuple[float, float] = (0.5, 30.0),
         seed: int = 0,
+        context_map: list[tuple[str, str, str]] | None = None,
+        resolved: bool = False,
+        last_times: dict[str, pd.Timestamp] | None = None,
+        resume: bool = False,
     ) -> None:
         if not _URL.match(endpoint or ""):
             raise IngestError(
@@ -206,6 +222,9 @@ class Ingest:
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.tag_map = tag_map
+        self.context_map = context_map
+        self.resolved = resolved and tag_map is not None
+        self.resume = resume
         self.browse_root = browse_root
         self.sampling_ms = sampling_ms
         self.publishing_ms = publishing_ms
@@ -220,7 +239,7 @@ class Ingest:
         self.max_buffer_rows = max_buffer_rows
         self.backoff_s = backoff_s
         self.rng = np.random.default_rng(seed)
-        self.state = _State(last=historian.last_times())
+        self.state = _State(last=historian.last_times() if last_times is None else last_times)
         self.clock_offset_s: float | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -231,14 +250,14 @@ class Ingest:
         self._pending_rows = 0
         self._held: list | None = None
         self._stop = asyncio.Event()
-        self._client: Client | None = None
+        self._client_now: Client | None = None
 
     # ------------------------------------------------------------------ life cycle
     async def run(self) -> None:
         """Connect, subscribe and write until :meth:`stop`; reconnect when the server drops."""
         writer = asyncio.create_task(self._writer())
         delay = self.backoff_s[0]
-        first = True
+        first = not self.resume
         try:
             while not self._stop.is_set():
                 try:
@@ -270,7 +289,31 @@ class Ingest:
         """Finish: close the session, flush everything to the historian (or the spool)."""
         self._stop.set()
 
-    async def _session(self, *, backfill: bool) -> None:
+    async def discover(self) -> tuple[list[TagSpec], list[tuple[str, str, str]]]:
+        """Connect once, find the tags (browse or tag map), store their metadata, disconnect.
+
+        Returns the tags and the batch context variables ``(node_id, unit, field)``, ready
+        for ``Ingest(..., tag_map=tags, context_map=context, resolved=True)``.
+
+        Raises
+        ------
+        IngestError
+            If the server cannot be used (the one-line reasons of :meth:`run`).
+        """
+        client = await self._client()
+        try:
+            await client.connect()
+        except Exception as exc:
+            raise _explain(exc, self) from exc
+        try:
+            return await self._discover(client)
+        except (OSError, TimeoutError, ua.UaError, ConnectionError) as exc:
+            raise _explain(exc, self) from exc
+        finally:
+            with _quiet():
+                await client.disconnect()
+
+    async def _client(self) -> Client:
         client = Client(self.endpoint, timeout=4)
         if self.user:
             client.set_user(self.user)
@@ -282,11 +325,15 @@ class Ingest:
             await client.set_security_string(
                 f"Basic256Sha256,{self.security},{self.certificate},{self.private_key}"
             )
-        self._client = client
+        return client
+
+    async def _session(self, *, backfill: bool) -> None:
+        client = await self._client()
+        self._client_now = client
         try:
             await client.connect()
         except Exception as exc:
-            if self.connected.is_set() or self.reconnects:
+            if self.connected.is_set() or self.reconnects or self.resume:
                 raise ConnectionError(repr(exc)) from exc  # retried by run()
             raise _explain(exc, self) from exc
         try:
@@ -312,7 +359,7 @@ class Ingest:
         finally:
             with _quiet():
                 await client.disconnect()
-            self._client = None
+            self._client_now = None
 
     async def _check_clock(self, client: Client) -> None:
         server_now = await client.get_node(
@@ -329,6 +376,8 @@ class Ingest:
 
     # ------------------------------------------------------------------ discovery
     async def _discover(self, client: Client) -> tuple[list[TagSpec], list[tuple[str, str, str]]]:
+        if self.resolved:
+            return list(self.tag_map), list(self.context_map or [])
         if self.tag_map is not None:
             specs = await self._resolve(client, self.tag_map)
             return specs, []

@@ -100,6 +100,14 @@ def ingest(
     ] = None,
     cert: Annotated[Path | None, typer.Option(help="Client certificate (DER).")] = None,
     key: Annotated[Path | None, typer.Option(help="Client private key (PEM).")] = None,
+    sessions: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes, one OPC UA session each; the tags are split over them.",
+            min=1,
+            max=64,
+        ),
+    ] = 1,
     data_dir_: DataDir = None,
 ) -> None:
     """Subscribe to any OPC UA server and write the historian until Ctrl-C."""
@@ -109,10 +117,7 @@ def ingest(
     root = data_dir(data_dir_)
     try:
         specs = read_tag_map(tag_map) if tag_map else None
-        job = Ingest(
-            endpoint,
-            Historian(root / "historian"),
-            root / "spool",
+        options = dict(
             tag_map=specs,
             browse_root=browse_root,
             sampling_ms=sampling_ms,
@@ -125,6 +130,10 @@ def ingest(
             certificate=cert,
             private_key=key,
         )
+        if sessions > 1:
+            _ingest_sharded(endpoint, root, sessions, options)
+            return
+        job = Ingest(endpoint, Historian(root / "historian"), root / "spool", **options)
     except IngestError as exc:
         _fail(str(exc))
 
@@ -139,6 +148,46 @@ def ingest(
     console.print(
         f"stopped: {job.state.stored:,} values stored, {job.state.duplicates:,} duplicates "
         f"skipped, {job.reconnects} reconnects"
+    )
+
+
+def _ingest_sharded(endpoint: str, root: Path, sessions: int, options: dict) -> None:
+    """``biotwin ingest --sessions N`` (N > 1): see connectors/ingest_shards.py."""
+    from connectors.historian import Historian
+    from connectors.ingest import IngestError
+    from connectors.ingest_shards import ShardedIngest
+
+    job = ShardedIngest(
+        endpoint, Historian(root / "historian"), root / "spool", sessions=sessions, **options
+    )
+    job.on_event = lambda message: err_console.print("[yellow]" + escape(message))
+
+    async def announce() -> None:
+        await job.connected.wait()
+        sizes = ", ".join(str(len(w.specs)) for w in job.workers)
+        pids = ", ".join(str(p) for p in job.pids())
+        console.print(
+            f"ingesting from {endpoint} in {sessions} sessions ({sizes} tags; "
+            f"pids {pids}); Ctrl-C stops"
+        )
+
+    async def main() -> None:
+        _on_signals(job.stop)
+        told = asyncio.create_task(announce())
+        try:
+            await job.run()
+        finally:
+            told.cancel()
+
+    try:
+        asyncio.run(main())
+    except IngestError as exc:
+        _fail(str(exc))
+    t = job.totals()
+    console.print(
+        f"stopped: {int(t['stored']):,} values stored, {int(t['duplicates']):,} duplicates "
+        f"skipped, {int(t['reconnects'])} reconnects, {job.restarts} worker restarts "
+        f"({sessions} sessions)"
     )
 
 

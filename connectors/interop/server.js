@@ -10,7 +10,8 @@
 //   ns=1;s=Bench.Broken   Double with StatusCode BadSensorFailure
 //   ns=1;s=Bench.Tick     UInt32: number of ticks so far (every Double tag got one value per tick)
 // Prints one JSON line {"ready": true, "endpoint": ...} when listening; with --seconds N it
-// stops producing after N seconds (and prints {"done": true, "ticks": ...}) but keeps serving.
+// stops producing after N seconds, or at SIGUSR2 (and prints {"done": true, "ticks": ...}), but
+// keeps serving.
 "use strict";
 const { OPCUAServer, DataType, StatusCodes, Variant } = require("node-opcua");
 
@@ -57,8 +58,7 @@ function arg(name, dflt) {
   const timer = setInterval(() => {
     const now = Date.now();
     if (seconds > 0 && now - t0 >= seconds * 1000) {
-      clearInterval(timer);
-      console.log(JSON.stringify({ done: true, ticks: n }));
+      finish();
       return;
     }
     // one timestamp per tick, strictly increasing, so (tag, source time) is a unique key
@@ -74,6 +74,11 @@ function arg(name, dflt) {
     flag.setValueFromSource(new Variant({ dataType: DataType.Boolean, value: n % 2 === 0 }), StatusCodes.Good, when);
     tick.setValueFromSource(new Variant({ dataType: DataType.UInt32, value: n }), StatusCodes.Good, when);
   }, 1000 / rate);
+  function finish() {
+    clearInterval(timer);
+    console.log(JSON.stringify({ done: true, ticks: n }));
+  }
+  process.on("SIGUSR2", finish);  // stop producing now (the benchmark's end of a run)
   process.on("SIGTERM", async () => { clearInterval(timer); await server.shutdown(100); process.exit(0); });
   process.on("SIGINT", async () => { clearInterval(timer); await server.shutdown(100); process.exit(0); });
 })();
