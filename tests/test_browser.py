@@ -73,6 +73,14 @@ def app_url(tmp_path_factory):
     proc.wait(timeout=20)
 
 
+def sign_in(page, user: str, password: str) -> None:
+    """Fill the sidebar sign-in form and submit it with Enter."""
+    page.get_by_role("textbox", name="User").fill(user)
+    page.get_by_role("textbox", name="User").press("Tab")
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("textbox", name="Password").press("Enter")  # submits the form
+
+
 def test_pages_sign_in_disposition_and_scenario(app_url):
     from playwright.sync_api import expect, sync_playwright
 
@@ -96,14 +104,19 @@ def test_pages_sign_in_disposition_and_scenario(app_url):
         page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0
 
+        # sign in on the overview page: the first session of a fresh server, on the default
+        # page (this form used to be reset and the submit dropped there), then sign out
+        sign_in(page, "engineer", "engineer-demo")
+        expect(page.get_by_text("Signed in: engineer")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("units running")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=30_000)
+
         # on the triage page, sign in as QA in the sidebar and disposition a batch
         page.get_by_role("link", name="Batch triage (QA)").click()
         expect(page.get_by_text("Only QA can disposition")).to_be_visible(timeout=60_000)
-        page.get_by_role("textbox", name="User").fill("qa")
-        page.get_by_role("textbox", name="User").press("Tab")
-        page.get_by_role("textbox", name="Password").fill("qa-demo")
-        page.get_by_role("textbox", name="Password").press("Enter")  # submits the form
-        expect(page.get_by_text("Signed in:")).to_be_visible(timeout=30_000)
+        sign_in(page, "qa", "qa-demo")
+        expect(page.get_by_text("Signed in: qa")).to_be_visible(timeout=30_000)
         expect(page.get_by_text("Disposition", exact=True)).to_be_visible(timeout=60_000)
         page.get_by_role("textbox", name="Reason").fill("Release after review of the record")
         page.get_by_role("textbox", name="Reason").press("Tab")
