@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ def store(tmp_path_factory) -> Path:
 @pytest.fixture
 def env(store, monkeypatch):
     monkeypatch.setenv("BIOTWIN_DATA_DIR", str(store))
+    monkeypatch.setenv("BIOTWIN_PREFETCH_BASELINE", "0")  # no background sweeps in tests
     return store
 
 
@@ -52,13 +54,54 @@ def test_overview_shows_every_unit(env):
 def test_scenario_page_runs_and_compares(env):
     at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120).run()
     assert not at.exception
-    at.number_input[1].set_value(20)  # replications
-    at.button[0].click().run()
+    at.number_input(key="sc_reps").set_value(20)
+    at.button(key="sc_run").click().run()
     assert not at.exception
     result = at.dataframe[0].value
     assert {"baseline", "scenario", "difference", "ci95_low"} <= set(result.columns)
     assert "completed" in result.index
     assert any(p.name == "BR-202-down-3-days.json" for p in (env / "scenarios").iterdir())
+
+
+def test_scenarios_are_saved_shown_again_and_compared(env):
+    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120).run()
+    assert not at.exception
+    at.text_input(key="sc_name").input("A: BR-202 down")
+    at.number_input(key="sc_reps").set_value(20)
+    at.button(key="sc_run").click().run()
+    assert not at.exception
+    at.text_input(key="sc_name").input("B: more demand")
+    at.selectbox(key="sc_outage_unit").set_value("(none)")
+    at.number_input(key="sc_demand").set_value(30)
+    at.button(key="sc_run").click().run()
+    assert not at.exception
+    assert any("B: more demand vs baseline" in h.value for h in at.subheader)
+    folder = env / "scenarios"
+    saved = json.loads((folder / "A--BR-202-down.json").read_text())
+    assert saved["scenario"]["events"][0]["kind"] == "outage"
+    assert len(saved["result"]["kpis"]["completed"]) == 20
+    assert not list(folder.glob("*.tmp"))
+
+    # show A again: its results in view and its settings back in the form
+    at.selectbox(key="sc_load_file").set_value("A--BR-202-down.json")
+    at.button(key="sc_load").click().run()
+    assert not at.exception
+    assert any("A: BR-202 down vs baseline (20" in h.value for h in at.subheader)
+    assert at.text_input(key="sc_name").value == "A: BR-202 down"
+    assert at.selectbox(key="sc_outage_unit").value == "BR-202"
+    assert at.number_input(key="sc_demand").value == 0
+
+    # compare A and B side by side, with spread and paired differences
+    at.multiselect(key="sc_compare").set_value(["A--BR-202-down.json", "B--more-demand.json"])
+    at.run()
+    assert not at.exception
+    tables = [d.value for d in at.dataframe]
+    side = next(t for t in tables if {"A: BR-202 down", "B: more demand"} <= set(t.columns))
+    assert {"batches completed", "late", "lost", "due dates missed"} <= set(side.index)
+    assert "(" in side.loc["batches completed", "A: BR-202 down"]  # mean (p05 - p95)
+    assert "baseline: A: BR-202 down" in side.columns
+    paired = next(t for t in tables if list(t.columns) == ["B: more demand"])
+    assert "completed" in paired.index
 
 
 def test_qa_disposition_flow_is_signed_into_the_audit_trail(env):
