@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -156,3 +158,118 @@ def test_asset_page_finds_a_window(env):
     at.button[0].click().run()
     assert not at.exception
     assert any("Start the PM of BR-201/agitator" in s.value for s in at.success)
+
+
+@pytest.fixture
+def scored(env):
+    """Model scores in the store for one test (removed afterwards): BR-201's agitator at
+    high risk, two assets below the threshold, and a risk for every batch in progress."""
+    from dashboard.plant import live_state
+
+    h = Historian(env / "historian")
+    from twin.config import load_config
+
+    state, _ = live_state(h, load_config(None))
+    folder = env / "scores"
+    folder.mkdir(exist_ok=True)
+    pd.DataFrame(
+        {
+            "asset": ["BR-201/agitator", "BR-202/agitator", "HZ-502/pump", "XX-999/none"],
+            "unit": ["BR-201", "BR-202", "HZ-502", "XX-999"],
+            "p_fail_7d": [0.6, 0.01, 0.02, 0.9],
+            "rul_h": [90.0, 2000.0, 1500.0, 10.0],
+        }
+    ).to_parquet(folder / "asset_scores.parquet")
+    pd.DataFrame(
+        {
+            "batch_id": [b.batch_id for b in state.batches],
+            "p_deviation": [0.5] * len(state.batches),
+            "likely_class": ["do_excursion"] * len(state.batches),
+            "reasons": ["DO below envelope for 3.2 h in growth"] * len(state.batches),
+            "low_confidence": [True] + [False] * (len(state.batches) - 1),
+            "suspect_sensors": ["AIC-2012.PV"] + [""] * (len(state.batches) - 1),
+        }
+    ).to_parquet(folder / "batch_scores.parquet")
+    yield env
+    shutil.rmtree(folder)
+
+
+def test_predicted_failure_events_take_assets_at_or_above_the_threshold(config):
+    from dashboard.whatif import predicted_failure_events
+
+    scores = pd.DataFrame(
+        {"asset": ["BR-201/agitator", "BR-202/agitator", "XX/none"], "p_fail_7d": [0.3, 0.01, 1]}
+    )
+    events, notes = predicted_failure_events(scores, config, threshold=0.05)
+    assert [(e.asset, e.probability, e.within_h) for e in events] == [
+        ("BR-201/agitator", 0.3, 168.0)
+    ]
+    assert any("XX/none" in n for n in notes) and any("below" in n for n in notes)
+    assert len(predicted_failure_events(scores, config, threshold=0.0)[0]) == 2
+
+
+def test_expected_good_lots_count_predicted_risk(config, store):
+    from dashboard.whatif import good_rate, run_pair, with_batch_risk
+
+    state, _ = live_state(Historian(store / "historian"), config)
+    scores = pd.DataFrame({"batch_id": [b.batch_id for b in state.batches], "p_deviation": 1.0})
+    risky = with_batch_risk(state, scores)
+    assert all(b.risk == 1.0 for b in risky.batches)
+    kw = {"horizon_h": 240, "replications": 4, "workers": 1}
+    _, certain_bad = run_pair(config, risky, [], default_risk=1.0, **kw)
+    assert (certain_bad.kpis["completed"] > 0).all()
+    assert (certain_bad.kpis["expected_good_lots"] == 0).all()
+    # only the batches in progress are certain to fail: each one completed costs one lot
+    _, mixed = run_pair(config, risky, [], default_risk=0.0, **kw)
+    lost = mixed.kpis["completed"] - mixed.kpis["expected_good_lots"]
+    assert ((lost >= 1) & (lost <= len(state.batches))).all()
+    _, all_good = run_pair(config, state, [], default_risk=0.0, **kw)
+    assert (all_good.kpis["expected_good_lots"] == all_good.kpis["completed"]).all()
+    # the rate for new batches: outcomes first, else the mean predicted risk
+    outcomes = pd.DataFrame({"batch_id": ["a", "b", "c", "d"], "good": [1, 1, 1, 0]})
+    assert good_rate(outcomes, scores)[0] == 0.75
+    assert good_rate(outcomes.iloc[:0], scores.assign(p_deviation=0.2))[0] == 0.8
+
+
+def test_batch_outcomes_from_the_twin_and_qa_dispositions(tmp_path):
+    from dashboard.whatif import batch_outcomes
+
+    assert batch_outcomes(tmp_path).empty
+    (tmp_path / "simulation").mkdir()
+    shutil.copy(ROOT / "sample_data" / "twin" / "batches.parquet", tmp_path / "simulation")
+    out = batch_outcomes(tmp_path)
+    sim = pd.read_parquet(ROOT / "sample_data" / "twin" / "batches.parquet")
+    assert len(out) == sim["disposition"].notna().sum()
+    assert out["good"].sum() < (sim["disposition"] == "released").sum() + 1
+
+
+def test_scenario_page_uses_predicted_failure_risk_and_expected_good_lots(scored):
+    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120).run()
+    assert not at.exception
+    at.text_input(key="sc_name").input("predicted risk")
+    at.number_input(key="sc_reps").set_value(20)
+    at.checkbox(key="sc_predicted").check()
+    at.button(key="sc_run").click().run()
+    assert not at.exception
+    assert any(c.value == "Predicted failure risk used for: BR-201/agitator" for c in at.caption)
+    saved = json.loads((scored / "scenarios" / "predicted-risk.json").read_text())
+    risks = [e for e in saved["scenario"]["events"] if e["kind"] == "failure_risk"]
+    assert [(e["asset"], e["probability"], e["within_h"]) for e in risks] == [
+        ("BR-201/agitator", 0.6, 168.0)
+    ]
+    labels = [m.label for m in at.metric]
+    assert "Expected good lots, baseline" in labels and "Expected good lots, scenario" in labels
+    base = saved["baseline"]["kpis"]
+    # every batch in progress at risk 0.5: expected good lots below batches completed
+    assert sum(base["expected_good_lots"]) < sum(base["completed"])
+    assert any("batches in progress scored" in c.value for c in at.caption)
+
+
+def test_scenario_page_says_when_there_is_no_predicted_risk(env):
+    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120).run()
+    assert any("No predicted failure risk available" in c.value for c in at.caption)
+    at.number_input(key="sc_reps").set_value(10)
+    at.checkbox(key="sc_predicted").check()
+    at.button(key="sc_run").click().run()
+    assert not at.exception
+    assert any("Run without predicted failure risk" in w.value for w in at.warning)
