@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def store(tmp_path_factory):
     assert shutil.which("chromium") or Path(CHROMIUM).exists(), (
         "Debian's chromium is needed for the browser test: apt-get install chromium (.ci/run does)"
     )
     store = tmp_path_factory.mktemp("store")
     import_simulation(ROOT / "sample_data" / "twin", Historian(store / "historian"))
     ensure_demo_users(store / "users.toml")
+    return store
+
+
+@contextmanager
+def serve(store: Path):
+    """A fresh Streamlit server of the command center on a free port; yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -62,29 +69,29 @@ def app_url(tmp_path_factory):
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
-def sign_in(page, user: str, password: str) -> None:
-    """Fill the sidebar sign-in form and submit it with Enter."""
-    page.get_by_role("textbox", name="User").fill(user)
-    page.get_by_role("textbox", name="User").press("Tab")
-    page.get_by_role("textbox", name="Password").fill(password)
-    page.get_by_role("textbox", name="Password").press("Enter")  # submits the form
+@pytest.fixture(scope="module")
+def app_url(store):
+    with serve(store) as url:
+        yield url
 
 
-def test_pages_sign_in_disposition_and_scenario(app_url):
-    from playwright.sync_api import expect, sync_playwright
+@contextmanager
+def browser_page():
+    from playwright.sync_api import sync_playwright
 
-    SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -97,7 +104,25 @@ def test_pages_sign_in_disposition_and_scenario(app_url):
                 "--no-first-run",
             ],
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        finally:
+            browser.close()
+
+
+def sign_in(page, user: str, password: str) -> None:
+    """Fill the sidebar sign-in form and submit it with Enter."""
+    page.get_by_role("textbox", name="User").fill(user)
+    page.get_by_role("textbox", name="User").press("Tab")
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("textbox", name="Password").press("Enter")  # submits the form
+
+
+def test_pages_sign_in_disposition_and_scenario(app_url):
+    from playwright.sync_api import expect
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with browser_page() as page:
         page.goto(app_url, timeout=60_000)
         expect(page.get_by_text("Plant overview").first).to_be_visible(timeout=60_000)
         expect(page.get_by_text("units running")).to_be_visible(timeout=60_000)
@@ -135,4 +160,18 @@ def test_pages_sign_in_disposition_and_scenario(app_url):
         expect(page.get_by_text("paired replications")).to_be_visible(timeout=120_000)
         page.screenshot(path=str(SHOTS / "scenarios.png"), full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0
-        browser.close()
+
+
+def test_first_session_opening_a_page_by_its_url_gets_the_app(store):
+    """A fresh server whose first visitor opens /triage directly: the page used to be run
+    alone (Streamlit's pages-directory mode), without the navigation and the sign-in box."""
+    from playwright.sync_api import expect
+
+    with serve(store) as url, browser_page() as page:
+        page.goto(url + "/triage", timeout=60_000)
+        expect(page.get_by_text("Only QA can disposition")).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("link", name="Plant overview")).to_be_visible()
+        sign_in(page, "qa", "qa-demo")
+        expect(page.get_by_text("Signed in: qa")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Disposition", exact=True)).to_be_visible(timeout=30_000)
+        assert page.locator("[data-testid='stException']").count() == 0

@@ -26,6 +26,8 @@ def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("store")
     import_simulation(ROOT / "sample_data" / "twin", Historian(root / "historian"))
     ensure_demo_users(root / "users.toml")
+    (root / "simulation").mkdir()  # the twin's batch outcomes (good rate, golden batches)
+    shutil.copy(ROOT / "sample_data" / "twin" / "batches.parquet", root / "simulation")
     return root
 
 
@@ -112,7 +114,7 @@ def test_qa_disposition_flow_is_signed_into_the_audit_trail(env):
     at.session_state["roles"] = ["qa"]
     at.run()
     assert not at.exception
-    batch = at.selectbox[0].value
+    batch = at.selectbox(key="disp_batch").value
     at.radio[0].set_value("hold")
     at.text_area[0].input("DO excursion in growth phase, investigate")
     at.text_input[0].input("not-the-password")
@@ -170,6 +172,7 @@ def scored(env):
     from twin.config import load_config
 
     state, _ = live_state(h, load_config(None))
+    on_br = next(b.batch_id for b in state.batches if b.unit.startswith("BR-"))
     folder = env / "scores"
     folder.mkdir(exist_ok=True)
     pd.DataFrame(
@@ -186,8 +189,10 @@ def scored(env):
             "p_deviation": [0.5] * len(state.batches),
             "likely_class": ["do_excursion"] * len(state.batches),
             "reasons": ["DO below envelope for 3.2 h in growth"] * len(state.batches),
-            "low_confidence": [True] + [False] * (len(state.batches) - 1),
-            "suspect_sensors": ["AIC-2012.PV"] + [""] * (len(state.batches) - 1),
+            "low_confidence": [b.batch_id == on_br for b in state.batches],
+            "suspect_sensors": [
+                "AIC-2012.PV" if b.batch_id == on_br else "" for b in state.batches
+            ],
         }
     ).to_parquet(folder / "batch_scores.parquet")
     yield env
@@ -273,3 +278,49 @@ def test_scenario_page_says_when_there_is_no_predicted_risk(env):
     at.button(key="sc_run").click().run()
     assert not at.exception
     assert any("Run without predicted failure risk" in w.value for w in at.warning)
+
+
+def test_triage_shows_scores_and_the_batch_against_the_golden_envelope(scored):
+    at = AppTest.from_file(str(PAGES / "triage.py"), default_timeout=60).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert {"p_deviation", "likely_class", "confidence", "reasons"} <= set(table.columns)
+    scored_rows = table[table["p_deviation"].notna()]
+    assert len(scored_rows) and (scored_rows["likely_class"] == "do_excursion").all()
+    assert scored_rows["confidence"].str.startswith("low: AIC-2012.PV").sum() == 1
+    # the riskiest batch first, in the detail: score, class, confidence, reasons, envelope
+    flagged = scored_rows.loc[scored_rows["confidence"].str.startswith("low"), "batch_id"]
+    at.selectbox(key="tr_batch").set_value(flagged.iloc[0]).run()
+    assert not at.exception
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["P(deviation)"] == "0.50" and labels["Predicted class"] == "do_excursion"
+    assert labels["Confidence"] == "low"
+    assert any("AIC-2012.PV" in w.value for w in at.warning)
+    assert any("DO below envelope for 3.2 h in growth" in m.value for m in at.markdown)
+    assert any("batches that ended good" in c.value for c in at.caption)
+    chart = at.get("plotly_chart")[0]
+    fig = json.loads(chart.proto.spec)
+    names = {t.get("name") for t in fig["data"]}
+    assert {"golden batch 5-95 %", "golden median", flagged.iloc[0]} <= names
+
+
+def test_golden_envelope_of_good_batches(config, store):
+    from dashboard.envelope import golden_envelope, trajectory
+    from dashboard.whatif import batch_outcomes
+
+    h = Historian(store / "historian")
+    good = batch_outcomes(store).query("good")["batch_id"]
+    band = golden_envelope(h, config, good)
+    assert set(band["signal"]) == {"do", "temperature", "ph"}
+    assert (band["lo"] <= band["median"]).all() and (band["median"] <= band["hi"]).all()
+    assert band["n"].max() <= len(good) and band["n"].min() >= 3
+    temp = band[band["signal"] == "temperature"]
+    assert temp["median"].between(30, 40).all()  # a culture temperature, in degC
+    traj = trajectory(h, config, good.iloc[0])
+    assert traj["unit"].str.startswith("BR-").all() and traj["batch_time_h"].min() < 1
+    # the batch itself lies mostly inside the band of the good batches
+    t = traj[traj["signal"] == "temperature"].copy()
+    t["bin"] = (t["batch_time_h"] // 1 + 0.5).round(1)
+    merged = t.merge(temp.assign(bin=temp["batch_time_h"].round(1)), on="bin")
+    inside = merged["value"].between(merged["lo"] - 0.2, merged["hi"] + 0.2).mean()
+    assert inside > 0.8

@@ -7,7 +7,9 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard.plant import availability, unit_status
-from dashboard.session import config, historian
+from dashboard.session import config, historian, leave_pages_directory_mode
+
+leave_pages_directory_mode()  # see dashboard/session.py
 
 KEY_TAGS = {  # unit kind -> the signals shown as sparklines
     "bioreactor": ["temperature", "do", "ph"],
