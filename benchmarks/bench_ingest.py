@@ -2,16 +2,25 @@
 
 A node-opcua server (connectors/interop/server.js, a separate process) changes N Double
 tags R times per second, each tick stamped once and counted by a Tick variable. Our ingest
-(in this process) subscribes to all of them and writes the historian. Reported per case:
+subscribes to all of them and writes the historian: with ``--sessions 1`` in this process
+(what ``biotwin ingest`` does), with ``--sessions N`` (N > 1) over N worker processes, one
+OPC UA session each (connectors/ingest_shards.py, what ``biotwin ingest --sessions N``
+does). Reported per case, medians over ``--runs``:
 
-- values/s stored, and completeness: for every tag, the values stored between the first and
-  the last tick the ingest saw, against the ticks the server produced in that window (checked
-  with the tick counter, not estimated);
+- values/s received by the ingest over the measured window (after connect + 2 s settle),
+  and values/s the server produced in that window (by source time): an ingest receiving
+  less than was produced is falling behind;
+- completeness: for every tag, the values stored from the first tick that every session saw
+  to the last tick the server produced, against the ticks in that window (checked with the
+  tick counter, not estimated); the server stops producing (SIGUSR2) before the ingest
+  stops;
 - latency from source timestamp to committed (queryable) in the historian, p50 / p95;
-- ingest CPU microseconds per value (process time of this process / values stored).
+- ingest CPU microseconds per value: process time of every ingest process (this one, plus
+  the workers) over the window / values received;
+- the node-opcua server's CPU over the window (% of one core), to show what is left.
 
-Usage: ``python benchmarks/bench_ingest.py [--seconds 10] [--cases 100x10,1000x10,3000x10]``
-(needs ``npm ci --prefix connectors/interop``).
+Usage: ``python benchmarks/bench_ingest.py [--seconds 10] [--runs 3] [--sessions 1,2]
+[--cases 100x200,1000x20,3000x6.667]`` (needs ``npm ci --prefix connectors/interop``).
 """
 
 from __future__ import annotations
@@ -19,7 +28,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -30,8 +42,9 @@ from pathlib import Path
 import numpy as np
 from _machine import machine
 
-from connectors.historian import Historian
+from connectors.historian import FLAG_OVERFLOW, Historian
 from connectors.ingest import Ingest
+from connectors.ingest_shards import ShardedIngest
 
 INTEROP = Path(__file__).resolve().parents[1] / "connectors" / "interop"
 
@@ -51,21 +64,31 @@ def json_line(stream) -> dict:
 
 
 class TimedHistorian(Historian):
-    """Records when each appended row became queryable."""
-
-    def __init__(self, root) -> None:
-        super().__init__(root)
-        self.latencies: list[np.ndarray] = []
+    """Records when each appended row became queryable, in ``latency/<pid>.f64`` next to the
+    historian (it runs in worker processes too)."""
 
     def append(self, rows):
         n = super().append(rows)
         committed = time.time()
         source = rows["time"].astype("datetime64[ns, UTC]").astype("int64").to_numpy() / 1e9
-        self.latencies.append(committed - source)
+        folder = self.root.parent / "latency"
+        folder.mkdir(exist_ok=True)
+        with open(folder / f"{os.getpid()}.f64", "ab") as fh:
+            (committed - source).astype(np.float64).tofile(fh)
         return n
 
+    def latencies(self) -> np.ndarray:
+        files = sorted((self.root.parent / "latency").glob("*.f64"))
+        return np.concatenate([np.fromfile(f, dtype=np.float64) for f in files])
 
-def run_case(tags: int, rate: float, seconds: float, work: Path) -> dict:
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_case(tags: int, rate: float, seconds: float, work: Path, sessions: int) -> dict:
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -77,8 +100,6 @@ def run_case(tags: int, rate: float, seconds: float, work: Path) -> dict:
             str(tags),
             "--rate",
             str(rate),
-            "--seconds",
-            str(seconds + 6),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -87,27 +108,54 @@ def run_case(tags: int, rate: float, seconds: float, work: Path) -> dict:
         json_line(proc.stdout)
         historian = TimedHistorian(work / f"h{tags}")
         url = f"opc.tcp://127.0.0.1:{port}/UA/node"
+        # every monitored item's queue holds 2 s of its changes (the default, 10, is 0.5 s
+        # at 20 Hz: a pause of the ingest longer than that drops values, flagged Overflow)
+        queue = max(10, math.ceil(2 * rate))
+        options = dict(publishing_ms=200, flush_s=0.5, queue_size=queue)
+
+        def snapshot(job) -> tuple[float, dict]:
+            """(this process's CPU, {worker pid: (time, received, cpu)}) right now."""
+            if sessions == 1:
+                return time.process_time(), {0: (time.perf_counter(), job.state.received, 0)}
+            return time.process_time(), {
+                s.pid: (s.at, s.received, s.cpu_s) for s in job.stats() if s.pid
+            }
 
         async def main():
-            ingest = Ingest(url, historian, work / "spool", publishing_ms=200, flush_s=0.5)
-            job = asyncio.create_task(ingest.run())
-            await asyncio.wait_for(ingest.connected.wait(), 120)
+            if sessions == 1:
+                job = Ingest(url, historian, work / "spool", **options)
+            else:
+                job = ShardedIngest(
+                    url, historian, work / "spool", sessions=sessions, stats_s=0.25, **options
+                )
+            task = asyncio.create_task(job.run())
+            await asyncio.wait_for(job.connected.wait(), 300)
             await asyncio.sleep(2)  # settle
-            c0, w0, s0 = time.process_time(), time.perf_counter(), ingest.state.received
+            c0, w0 = snapshot(job)
+            n0, t0 = cpu_seconds(proc.pid), time.time()
             await asyncio.sleep(seconds)
-            c1, w1, s1 = time.process_time(), time.perf_counter(), ingest.state.received
+            c1, w1 = snapshot(job)
+            n1, t1 = cpu_seconds(proc.pid), time.time()
+            proc.send_signal(signal.SIGUSR2)  # stop producing; the ingest gets the rest
             done = await asyncio.to_thread(json_line, proc.stdout)
             await asyncio.sleep(2)
-            ingest.stop()
-            await job
-            return (s1 - s0) / (w1 - w0), (c1 - c0) / max(s1 - s0, 1) * 1e6, done
+            job.stop()
+            await task
+            assert set(w0) == set(w1), "a worker restarted during the window"
+            received = sum(w1[p][1] - w0[p][1] for p in w0)
+            rate_in = sum((w1[p][1] - w0[p][1]) / (w1[p][0] - w0[p][0]) for p in w0)
+            cpu = (c1 - c0) + sum(w1[p][2] - w0[p][2] for p in w0)
+            server_cpu = (n1 - n0) / seconds
+            return rate_in, cpu / max(received, 1) * 1e6, server_cpu, done, (t0, t1)
 
-        rate_in, cpu_us, done = asyncio.run(main())
-        ticks = historian.query(["Tick"])["value"]
-        first, last = int(ticks[ticks > 0].min()), int(ticks.max())
-        expected = (last - first + 1) * tags
+        rate_in, cpu_us, server_cpu, done, (t0, t1) = asyncio.run(main())
+        # the window: from the first tick every session saw (sessions subscribe one after
+        # the other) to the last tick produced; every tag must have each tick in it once
         data = historian.query()
         data = data[data["tag"].str.startswith("T0")]
+        first = int(data.groupby("tag")["value"].min().max())
+        last = int(done["ticks"])
+        expected = (last - first + 1) * tags
         window = data[(data["value"] >= first) & (data["value"] <= last)]
         per_tag = (
             window.groupby("tag")
@@ -115,20 +163,30 @@ def run_case(tags: int, rate: float, seconds: float, work: Path) -> dict:
             .reindex([f"T{i:05d}" for i in range(1, tags + 1)], fill_value=0)
         )
         stored = int(per_tag.min())
+        # what the server produced in the window (all of it stored, if complete): when the
+        # ingest receives less than this, it is falling behind (the backlog grows)
+        stamp = data["time"].astype("datetime64[ns, UTC]").astype("int64") / 1e9
+        produced = int(((stamp >= t0) & (stamp < t1)).sum()) / (t1 - t0)
         total = int(per_tag.sum())
-        lat = np.concatenate(historian.latencies)
+        lat = historian.latencies()
         return {
             "tags": tags,
             "rate_hz": rate,
             "values_per_s": rate_in,
+            "produced_per_s": produced,
             "cpu_us_per_value": cpu_us,
+            "server_cpu": server_cpu,
             "ticks_window": last - first + 1,
             "complete_min_tag": stored / (last - first + 1),
+            "complete_all": total / expected,
             "rows_total": total,
+            "overflow_rows": int((data["flags"].astype(int) & FLAG_OVERFLOW).astype(bool).sum()),
+            "queue_size": queue,
             "expected_window_rows": expected,
             "p50_latency_s": float(np.percentile(lat, 50)),
             "p95_latency_s": float(np.percentile(lat, 95)),
-            "server_ticks": done.get("ticks"),
+            "server_ticks": last,
+            "last_tick_seen": int(historian.query(["Tick"])["value"].max()),
         }
     finally:
         proc.terminate()
@@ -139,25 +197,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--cases", default="100x10,1000x10,3000x10", help="TAGSxHZ,...")
+    parser.add_argument("--cases", default="100x200,1000x20,3000x6.667", help="TAGSxHZ,...")
+    parser.add_argument("--sessions", default="1,2", help="ingest sessions (processes),...")
     args = parser.parse_args()
     assert shutil.which("node"), "needs Node.js and `npm ci --prefix connectors/interop`"
-    print(f"machine: {machine()}; ingest: one asyncua session; server: node-opcua")
+    print(f"machine: {machine()}; server: node-opcua")
     work = Path(tempfile.mkdtemp(prefix="biotwin-ingest-"))
     try:
         for case in args.cases.split(","):
             tags, rate = (float(x) for x in case.split("x"))
-            results = [
-                run_case(int(tags), rate, args.seconds, work / f"r{r}") for r in range(args.runs)
-            ]
-            med = {k: statistics.median(r[k] for r in results) for k in results[0]}
-            print(
-                f"{int(tags):>5} tags x {rate:g} Hz: {med['values_per_s']:,.0f} values/s, "
-                f"completeness {100 * med['complete_min_tag']:.1f} % "
-                f"(worst tag over {int(med['ticks_window'])} ticks), "
-                f"latency p50 {med['p50_latency_s']:.2f} s p95 {med['p95_latency_s']:.2f} s, "
-                f"ingest CPU {med['cpu_us_per_value']:.1f} us/value"
-            )
+            for sessions in (int(n) for n in args.sessions.split(",")):
+                results = []
+                for r in range(args.runs):
+                    res = run_case(
+                        int(tags), rate, args.seconds, work / f"c{case}-s{sessions}-r{r}", sessions
+                    )
+                    results.append(res)
+                    print("  run", json.dumps({k: round(v, 3) for k, v in res.items()}))
+                med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+                print(
+                    f"{int(tags):>5} tags x {rate:g} Hz, {sessions} session(s): "
+                    f"{med['values_per_s']:,.0f} values/s received "
+                    f"({med['produced_per_s']:,.0f}/s produced), "
+                    f"completeness {100 * med['complete_min_tag']:.1f} % "
+                    f"(worst tag over {int(med['ticks_window'])} ticks), "
+                    f"latency p50 {med['p50_latency_s']:.2f} s p95 {med['p95_latency_s']:.2f} s, "
+                    f"ingest CPU {med['cpu_us_per_value']:.1f} us/value, "
+                    f"server CPU {100 * med['server_cpu']:.0f} %",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

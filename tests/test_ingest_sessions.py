@@ -152,3 +152,63 @@ def test_two_sessions_store_every_value_once_and_sigterm_leaves_no_worker(tmp_pa
     assert len(writers & workers) == 2
     stored = int(out.split("stopped: ")[1].split(" values")[0].replace(",", ""))
     assert stored == len(data)
+
+
+def test_a_dead_worker_is_reported_and_restarted(tmp_path):
+    import asyncio
+
+    from connectors.ingest_shards import ShardedIngest
+
+    node = shutil.which("node")
+    assert node, "Node.js is needed (apt install nodejs)"
+    port = free_port()
+    server = subprocess.Popen(
+        [node, str(INTEROP / "server.js"), "--port", str(port), "--tags", "50", "--rate", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    events: list[str] = []
+
+    async def main() -> tuple[int, int, ShardedIngest]:
+        job = ShardedIngest(
+            f"opc.tcp://127.0.0.1:{port}/UA/node",
+            Historian(tmp_path / "historian"),
+            tmp_path / "spool",
+            sessions=2,
+            publishing_ms=200,
+            restart_backoff_s=(0.2, 1.0),
+        )
+        job.on_event = events.append
+        task = asyncio.create_task(job.run())
+        await asyncio.wait_for(job.connected.wait(), 60)
+        victim = job.pids()[1]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            if job.connected.is_set() and job.pids()[1] != victim:
+                break
+        await asyncio.sleep(1.5)
+        job.stop()
+        await task
+        return victim, job.pids()[1], job
+
+    try:
+        assert _json_line(server.stdout).get("ready")
+        victim, successor, job = asyncio.run(main())
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert successor != victim and not _alive(successor)
+    assert job.restarts == 1
+    assert any(f"pid {victim}) died" in e for e in events), events
+    historian = Historian(tmp_path / "historian")
+    files = sorted((tmp_path / "historian" / "segments").rglob("*.parquet"))
+    rows = [r for f in files for r in pq.read_table(f, columns=["tag", "time"]).to_pylist()]
+    assert len(rows) == len({(r["tag"], r["time"]) for r in rows}) == historian.count()
+    # the restarted worker went on storing its tags
+    mine = sorted(s.tag for s in job.workers[1].specs if s.tag.startswith("T0"))
+    last = historian.query(["Tick"])["value"].max()
+    assert successor in {int(f.name.split("-")[2]) for f in files}
+    assert (historian.query(mine).groupby("tag")["value"].max() >= last - 5).all()

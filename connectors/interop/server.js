@@ -25,8 +25,11 @@ function arg(name, dflt) {
   const nTags = arg("tags", 100);
   const rate = arg("rate", 10);
   const seconds = arg("seconds", 0);
+  // MinSupportedSampleRate 0: a monitored item asking for sampling interval 0 gets every change
+  // (node-opcua otherwise coalesces the changes of a 50 ms window into the last one, which
+  // loses ticks above 20 Hz per tag, or two ticks that come close together)
   const server = new OPCUAServer({ port, resourcePath: "/UA/node", allowAnonymous: true,
-    maxAllowedSessionNumber: 50 });
+    maxAllowedSessionNumber: 50, serverCapabilities: { minSupportedSampleRate: 0 } });
   await server.initialize();
   const addressSpace = server.engine.addressSpace;
   const ns = addressSpace.getOwnNamespace();
@@ -52,11 +55,17 @@ function arg(name, dflt) {
   await server.start();
   console.log(JSON.stringify({ ready: true, endpoint: server.getEndpointUrl(), tags: nTags }));
 
+  // Tick k is due at t0 + k / rate (no drift: setInterval would add each tick's own run
+  // time to the period); a late tick runs at once, so the rate asked for is the rate made.
   let n = 0;
   const t0 = Date.now();
+  const period = 1000 / rate;
   let last = 0;
-  const timer = setInterval(() => {
+  let timer = null;
+  let producing = true;
+  function step() {
     const now = Date.now();
+    if (!producing) return;
     if (seconds > 0 && now - t0 >= seconds * 1000) {
       finish();
       return;
@@ -73,12 +82,16 @@ function arg(name, dflt) {
     intTag.setValueFromSource(new Variant({ dataType: DataType.Int32, value: n }), StatusCodes.Good, when);
     flag.setValueFromSource(new Variant({ dataType: DataType.Boolean, value: n % 2 === 0 }), StatusCodes.Good, when);
     tick.setValueFromSource(new Variant({ dataType: DataType.UInt32, value: n }), StatusCodes.Good, when);
-  }, 1000 / rate);
+    timer = setTimeout(step, Math.max(0, t0 + (n + 1) * period - Date.now()));
+  }
+  timer = setTimeout(step, period);
   function finish() {
-    clearInterval(timer);
+    if (!producing) return;
+    producing = false;
+    clearTimeout(timer);
     console.log(JSON.stringify({ done: true, ticks: n }));
   }
   process.on("SIGUSR2", finish);  // stop producing now (the benchmark's end of a run)
-  process.on("SIGTERM", async () => { clearInterval(timer); await server.shutdown(100); process.exit(0); });
-  process.on("SIGINT", async () => { clearInterval(timer); await server.shutdown(100); process.exit(0); });
+  process.on("SIGTERM", async () => { producing = false; clearTimeout(timer); await server.shutdown(100); process.exit(0); });
+  process.on("SIGINT", async () => { producing = false; clearTimeout(timer); await server.shutdown(100); process.exit(0); });
 })();
