@@ -82,7 +82,7 @@ def serve_opcua(
 
 
 def ingest(
-    endpoint: Annotated[str, typer.Argument(help="opc.tcp://HOST:PORT[/path]")],
+    endpoint: Annotated[str, typer.Argument(help=r"opc.tcp://HOST:PORT\[/path]")],
     tag_map: Annotated[
         Path | None, typer.Option(help="CSV or TOML: node_id, tag[, unit, eng_unit, deadband].")
     ] = None,
