@@ -79,6 +79,33 @@ class _Service:
                 self.proc.kill()
 
 
+def _ensure_models(root: Path) -> None:
+    """First start: simulate training history, train both families, approve them for the demo.
+
+    The approval is recorded in the registry as an e-signature of the demo QA user with the
+    reason "demo"; on a real site a QA reviewer approves (`biotwin models approve`).
+    """
+    from quality.jobs import ensure_training_data, train_all
+    from quality.registry import Registry
+
+    registry = Registry(root / "models")
+    if registry.approved("deviation") and registry.approved("maintenance"):
+        return
+    with console.status("first start: simulating two years of training history...") as status:
+        source = ensure_training_data(root)
+        done = train_all(source, registry, progress=status.update)
+    for family, (version, metrics) in done.items():
+        if registry.approved(family) is None:
+            registry.approve(
+                version,
+                user="qa",
+                password="qa-demo",
+                reason="demo: approved at first start of `biotwin up` (replace on a real site)",
+                users_file=root / "users.toml",
+            )
+        console.print(f"model {version} trained and approved for the demo: {metrics['headline']}")
+
+
 def up(
     port: Annotated[int, typer.Option(help="Dashboard port on 127.0.0.1.")] = 8501,
     opcua_port: Annotated[int, typer.Option(help="OPC UA server port.")] = 4840,
@@ -98,6 +125,7 @@ def up(
     if historian.tags().empty:
         with console.status("first start: loading the sample history into the historian..."):
             import_simulation(SAMPLE, historian)
+    _ensure_models(root)
     env = {**os.environ, "BIOTWIN_DATA_DIR": str(root), "PYTHONUNBUFFERED": "1"}
     endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/biotwin/"
     me = [sys.executable, "-m", "biotwin"]
@@ -113,6 +141,7 @@ def up(
             [*me, "ingest", endpoint, "--publishing-ms", "1000", "--data-dir", str(root)],
             env, logs,
         ),
+        _Service("scoring", [*me, "score", "--every", "60", "--data-dir", str(root)], env, logs),
         _Service("dashboard", _streamlit_command(port), env, logs),
     ]  # fmt: skip
     services[0].start()

@@ -20,7 +20,7 @@ import numpy as np
 
 from twin.config import PlantConfig
 
-__all__ = ["Batch", "Deviation", "StepRecord", "draw_deviations", "draw_lot"]
+__all__ = ["Batch", "Deviation", "StepRecord", "draw_deviations", "draw_lot", "wear_odds"]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Deviation:
     source: str = "random"
     unit: str | None = None
     onset_h: float | None = None
+    pending_u: float | None = None  # wear-driven: decided when the step starts (see Line)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Batch:
     rng: np.random.Generator
     lot: dict[str, float | str] = field(default_factory=dict)
     deviations: list[Deviation] = field(default_factory=list)
+    pending_deviations: list[Deviation] = field(default_factory=list)  # wear-driven, undecided
     steps: list[StepRecord] = field(default_factory=list)
     status: str = "planned"
     start_h: float | None = None
@@ -103,7 +105,10 @@ def draw_deviations(rng: np.random.Generator, config: PlantConfig) -> list[Devia
     u = rng.random((len(specs), 3)).tolist()
     out = []
     for (name, spec), (u_occurs, u_onset, severity) in zip(specs.items(), u, strict=True):
-        if u_occurs < spec.rate_per_batch:
+        most = spec.rate_per_batch
+        if spec.driver_asset is not None:
+            most *= (spec.wear_exponent + 1.0) * WEAR_X_MAX**spec.wear_exponent
+        if u_occurs < most:
             onset = spec.onset_fraction_low + u_onset * (
                 spec.onset_fraction_high - spec.onset_fraction_low
             )
@@ -115,6 +120,17 @@ def draw_deviations(rng: np.random.Generator, config: PlantConfig) -> list[Devia
                     onset_fraction=onset,
                     severity=severity,
                     consequential=severity > 1.0 - spec.oos_probability,
+                    pending_u=u_occurs if spec.driver_asset is not None else None,
                 )
             )
     return out
+
+
+WEAR_X_MAX = 1.5
+
+
+def wear_odds(spec, age_h: float, characteristic_h: float) -> float:
+    """Occurrence probability of a wear-driven deviation for an asset of age ``age_h``."""
+    x = min(WEAR_X_MAX, max(0.0, age_h / characteristic_h)) if characteristic_h > 0 else 1.0
+    k = spec.wear_exponent
+    return min(1.0, spec.rate_per_batch * (k + 1.0) * x**k)

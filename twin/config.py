@@ -340,6 +340,23 @@ class UnitClassSpec(_Model):
         }.get(self.kind)
         if needed and getattr(self, needed) is None:
             raise ValueError(f"kind {self.kind!r} requires a [{needed}] table; got none")
+        # every wearing asset has an hour meter (operating hours, or calendar hours for
+        # probes, since its last renewal), as PLCs keep for maintenance
+        for i, asset in enumerate(self.assets, start=1):
+            name = f"{asset.name}_hours"
+            if any(s.name == name for s in self.signals):
+                continue
+            basis = "operating hours" if asset.age_basis == "operating" else "hours"
+            self.signals.append(
+                SignalSpec(
+                    name=name,
+                    tag=f"KQI-{{n}}{i}.PV",
+                    description=f"{asset.description or asset.name}: {basis} since renewal",
+                    eng_unit="HUR",
+                    low=0.0,
+                    high=100_000.0,
+                )
+            )
         names = [s.name for s in self.signals]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -369,6 +386,16 @@ class DeviationSpec(_Model):
     onset_fraction_high: float = Field(1.0, ge=0, le=1)
     severity: Distribution = Fixed(value=1.0)
     oos_probability: float = Field(ge=0, le=1)
+    driver_asset: str | None = Field(
+        None,
+        description=(
+            "Asset (by name, on the unit running the step) whose wear raises the odds: the "
+            "occurrence probability is rate_per_batch * (k + 1) * x**k, x = the asset's age over "
+            "its characteristic age (PM interval or Weibull scale, the smaller), clipped to 1.5; "
+            "for x uniform in [0, 1] the mean rate is rate_per_batch."
+        ),
+    )
+    wear_exponent: float = Field(3.0, ge=0, le=10)
 
     @model_validator(mode="after")
     def _window(self) -> DeviationSpec:

@@ -20,12 +20,13 @@ the streams it touches (common random numbers for baseline vs scenario compariso
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
 
-from twin.batches import Batch, Deviation, StepRecord, draw_deviations, draw_lot
+from twin.batches import Batch, Deviation, StepRecord, draw_deviations, draw_lot, wear_odds
 from twin.config import PlantConfig
 from twin.equipment import Asset, Unit
 
@@ -265,7 +266,9 @@ class Line:
             rng=rng,
         )
         batch.lot = draw_lot(seq, rng, self.config)
-        batch.deviations = draw_deviations(rng, self.config)
+        drawn = draw_deviations(rng, self.config)
+        batch.deviations = [d for d in drawn if d.pending_u is None]
+        batch.pending_deviations = [d for d in drawn if d.pending_u is not None]
         for dev in batch.deviations:
             if dev.deviation_class == "raw_material":  # a bad lot: low potency from the start
                 batch.lot["media_potency"] *= 1.0 - 0.05 - 0.25 * dev.severity
@@ -431,6 +434,8 @@ class Line:
                     remaining = batch.durations[step.name] + setup_h
                     record.start_h = env.now + setup_h
                 batch.steps.append(record)
+                if batch.pending_deviations:
+                    self._wear_deviations(batch, current, step.name)
                 if self.log_events:  # asset health at step start feeds the signals only
                     record.health = {a.id: a.health(env.now) for a in current.assets}
                 self._log("step_start", current.id, batch.id, step.name)
@@ -449,6 +454,27 @@ class Line:
             if wip_req is not None:
                 self.wip.release(wip_req)
         yield from self._qc_release(batch, qc_remaining_h)
+
+    def _wear_deviations(self, batch: Batch, unit: Unit, step_name: str) -> None:
+        """Decide the batch's wear-driven deviations of this step from the driver's age."""
+        undecided = []
+        for dev in batch.pending_deviations:
+            if dev.step != step_name:
+                undecided.append(dev)
+                continue
+            spec = self.config.deviations[dev.deviation_class]
+            asset = next((a for a in unit.assets if a.spec.name == spec.driver_asset), None)
+            if asset is None:
+                continue
+            life = asset.spec.life_h
+            characteristic = min(
+                asset.spec.pm_interval_h or math.inf,
+                life.scale if getattr(life, "scale", None) else life.mean,
+            )
+            if dev.pending_u < wear_odds(spec, asset.age(self.env.now), characteristic):
+                dev.pending_u = None
+                batch.deviations.append(dev)
+        batch.pending_deviations = undecided
 
     def _release_operators(self, reqs: list) -> None:
         for req in reqs:

@@ -176,6 +176,8 @@ def _compute_true_signals(sim: Simulation, unit_ready=None) -> None:
                 )
         for unit_id in unit_ids:
             produced = sim.true_signals[unit_id]
+            for asset, age in sim.timelines[unit_id].age_h.items():
+                produced.setdefault(f"{asset}_hours", age)
             missing = [s.name for s in spec.signals if s.name not in produced]
             if missing:
                 raise ValueError(

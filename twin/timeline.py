@@ -61,6 +61,7 @@ class UnitTimeline:
     phase: np.ndarray
     segments: list[Segment] = field(default_factory=list)
     health: dict[str, np.ndarray] = field(default_factory=dict)
+    age_h: dict[str, np.ndarray] = field(default_factory=dict)  # hour meters, per asset
 
     @property
     def running(self) -> np.ndarray:
@@ -170,3 +171,4 @@ def _fill_health(line: Line, timelines: dict[str, UnitTimeline], horizon_h: floa
         health = np.clip(age / life[which], 0.0, 1.0)
         health[tl.state == DOWN] = np.maximum(health[tl.state == DOWN], 0.0)
         tl.health[asset.spec.name] = health
+        tl.age_h[asset.spec.name] = age

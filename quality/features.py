@@ -1,0 +1,212 @@
+"""Trajectory features of a batch at a given progress, as engineers read them.
+
+For every tag, over the bins the prediction is allowed to see (batch time up to the
+cut-off ``progress x nominal duration``): mean, spread, last value, recent slope, hours below
+and above the golden-batch envelope (a per-alignment-time band learned from good batches),
+largest deviation from the golden median in envelope widths, hours at the upper limit
+(controller saturation), hours of bad-quality data and hours frozen. Equipment ages
+(``asset.*`` tags) contribute their last known value only. Context known at batch start
+(raw-material lot attributes, unit) is passed through, categories fixed at fit time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from quality.data import BatchHistory
+
+__all__ = ["STATS", "BatchFeaturizer"]
+
+STATS = ("mean", "std", "last", "slope", "below_h", "above_h", "max_z", "at_max_h", "bad_h")
+SLOPE_BINS = 6
+MIN_GOOD_FOR_ENVELOPE = 5
+
+
+@dataclass
+class Cube:
+    """Batch x tag x bin arrays of one history, on the featurizer's tags and bins."""
+
+    ids: pd.Index
+    value: np.ndarray
+    t_h: np.ndarray
+    sd: np.ndarray
+    bad: np.ndarray
+
+
+@dataclass
+class BatchFeaturizer:
+    """Learns the envelope and nominal duration, then turns histories into feature tables."""
+
+    envelope_quantiles: tuple[float, float] = (5.0, 95.0)
+    tags: list[str] = field(default_factory=list)
+    n_bins: int = 0
+    bin_h: float = 1.0
+    nominal_h: float = 0.0
+    context_numeric: list[str] = field(default_factory=list)
+    context_categories: dict[str, list[str]] = field(default_factory=dict)
+    tag_names: dict[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, history: BatchHistory, batch_ids) -> BatchFeaturizer:
+        """Learn tags, bins, nominal duration, envelope and context categories."""
+        ids = pd.Index(batch_ids)
+        bins = history.bins[history.bins["batch_id"].isin(ids)]
+        counts = bins.groupby("tag")["batch_id"].nunique()
+        self.tags = sorted(counts[counts >= max(2, len(ids) // 10)].index)
+        self.bin_h = history.bin_h
+        self.n_bins = int(bins["bin"].quantile(0.995)) + 1 if len(bins) else 1
+        duration = history.duration_h.reindex(ids) if history.duration_h is not None else None
+        if duration is None or duration.isna().all():
+            duration = bins.groupby("batch_id")["t_h"].max()
+        self.nominal_h = float(np.nanmedian(duration))
+        self.tag_names = {t: history.tag_names.get(t, t) for t in self.tags}
+        self.context_numeric, self.context_categories = [], {}
+        for col in history.context_cols:
+            values = history.outcomes.loc[ids, col]
+            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+                self.context_numeric.append(col)
+            else:
+                self.context_categories[col] = sorted(values.dropna().astype(str).unique())
+        cube = self.cube(history, ids)
+        good = history.outcomes.loc[ids, "label"].eq(False).fillna(False).to_numpy()
+        v = cube.value[good]
+        enough = np.sum(~np.isnan(v), axis=0) >= MIN_GOOD_FOR_ENVELOPE
+        with np.errstate(all="ignore"), _quiet():
+            lo, med, hi = np.nanpercentile(
+                v, [self.envelope_quantiles[0], 50, self.envelope_quantiles[1]], axis=0
+            )
+            upper = np.nanpercentile(
+                cube.value.reshape(len(ids), len(self.tags), -1), 99.5, axis=(0, 2)
+            )
+            lower = np.nanpercentile(
+                cube.value.reshape(len(ids), len(self.tags), -1), 0.5, axis=(0, 2)
+            )
+        width = np.maximum(hi - lo, 1e-9 + 1e-3 * np.abs(med))
+        self.env_lo = np.where(enough, lo, np.nan)
+        self.env_med = np.where(enough, med, np.nan)
+        self.env_hi = np.where(enough, hi, np.nan)
+        self.env_width = np.where(enough, width, np.nan)
+        span = np.where(np.isfinite(upper - lower), upper - lower, 0.0)
+        self.sat_level = upper - 0.01 * span
+        self.is_state = np.array([t.startswith("asset.") for t in self.tags])
+        return self
+
+    # ------------------------------------------------------------------ arrays
+    def cube(self, history: BatchHistory, batch_ids) -> Cube:
+        """The history's bins as arrays on this featurizer's tags and bins."""
+        ids = pd.Index(batch_ids)
+        shape = (len(ids), len(self.tags), self.n_bins)
+        value = np.full(shape, np.nan)
+        t_h = np.full(shape, np.inf)
+        sd = np.full(shape, np.nan)
+        bad = np.zeros(shape)
+        bins = history.bins
+        bins = bins[bins["batch_id"].isin(ids) & (bins["bin"] < self.n_bins)]
+        i = ids.get_indexer(bins["batch_id"])
+        j = pd.Index(self.tags).get_indexer(bins["tag"])
+        ok = (i >= 0) & (j >= 0)
+        i, j, k = i[ok], j[ok], bins["bin"].to_numpy()[ok]
+        value[i, j, k] = bins["value"].to_numpy(dtype=float)[ok]
+        t_h[i, j, k] = bins["t_h"].to_numpy(dtype=float)[ok]
+        sd[i, j, k] = bins["sd"].to_numpy(dtype=float)[ok]
+        bad[i, j, k] = bins["bad"].to_numpy(dtype=float)[ok]
+        return Cube(ids=ids, value=value, t_h=t_h, sd=sd, bad=bad)
+
+    # ------------------------------------------------------------------ features
+    def feature_names(self) -> list[str]:
+        """Column names of :meth:`transform`, in order."""
+        names = ["progress", "elapsed_h"]
+        for tag, state in zip(self.tags, self.is_state, strict=True):
+            names += [f"{tag}|last"] if state else [f"{tag}|{s}" for s in STATS]
+        names += [f"ctx|{c}" for c in self.context_numeric]
+        names += [f"ctx|{c}" for c in self.context_categories]
+        return names
+
+    def transform(
+        self, history: BatchHistory, batch_ids, progress, cube: Cube | None = None
+    ) -> pd.DataFrame:
+        """Feature table at ``progress`` (a fraction, or one per batch) of the nominal duration.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per batch (index batch_id), columns :meth:`feature_names`; categorical
+            context columns have the fitted categories (unseen values become missing).
+        """
+        ids = pd.Index(batch_ids)
+        cube = cube if cube is not None else self.cube(history, ids)
+        progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
+        cut = progress * self.nominal_h
+        seen = cube.t_h <= cut[:, None, None]
+        v = np.where(seen, cube.value, np.nan)
+        valid = ~np.isnan(v)
+        n = valid.sum(axis=2)
+        bh = self.bin_h
+        with np.errstate(all="ignore"), _quiet():
+            mean = np.nanmean(v, axis=2)
+            std = np.nanstd(v, axis=2)
+            k = np.arange(self.n_bins)[None, None, :]
+            last_k = np.where(valid, k, -1).max(axis=2)
+            last = np.take_along_axis(v, np.maximum(last_k, 0)[..., None], axis=2)[..., 0]
+            last = np.where(last_k >= 0, last, np.nan)
+            w = valid & (k > (last_k[..., None] - SLOPE_BINS))
+            kw = np.where(w, k, np.nan)
+            kbar = np.nanmean(kw, axis=2)
+            vbar = np.nanmean(np.where(w, v, np.nan), axis=2)
+            num = np.nansum(np.where(w, (k - kbar[..., None]) * (v - vbar[..., None]), 0.0), axis=2)
+            den = np.nansum(np.where(w, (k - kbar[..., None]) ** 2, 0.0), axis=2)
+            slope = np.where(den > 0, num / den / bh, np.nan)
+            below = (valid & (v < self.env_lo[None])).sum(axis=2) * bh
+            above = (valid & (v > self.env_hi[None])).sum(axis=2) * bh
+            z = np.abs(v - self.env_med[None]) / self.env_width[None]
+            max_z = np.nanmax(np.where(valid, z, np.nan), axis=2)
+            at_max = (valid & (v >= self.sat_level[None, :, None])).sum(axis=2) * bh
+            bad_h = np.where(seen, cube.bad, 0.0).sum(axis=2) * bh
+        no_data = n == 0
+        stats = {
+            "mean": mean,
+            "std": np.where(n > 1, std, np.nan),
+            "last": last,
+            "slope": slope,
+            "below_h": np.where(no_data, np.nan, below),
+            "above_h": np.where(no_data, np.nan, above),
+            "max_z": max_z,
+            "at_max_h": np.where(no_data, np.nan, at_max),
+            "bad_h": np.where(no_data & (bad_h == 0), np.nan, bad_h),
+        }
+        columns: dict[str, np.ndarray] = {"progress": progress, "elapsed_h": cut}
+        for j, (tag, state) in enumerate(zip(self.tags, self.is_state, strict=True)):
+            for s in ("last",) if state else STATS:
+                columns[f"{tag}|{s}"] = stats[s][:, j]
+        frame = pd.DataFrame(columns, index=ids)
+        ctx = history.outcomes.reindex(ids)
+        for col in self.context_numeric:
+            values = ctx[col] if col in ctx else pd.Series(np.nan, index=ids)
+            frame[f"ctx|{col}"] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        for col, cats in self.context_categories.items():
+            values = ctx[col].astype("string") if col in ctx else pd.Series(pd.NA, index=ids)
+            values = values.where(values.isin(cats))  # unseen categories become missing
+            frame[f"ctx|{col}"] = pd.Categorical(values.to_numpy(dtype=object), categories=cats)
+        return frame
+
+    def envelope_hours(self, features: pd.DataFrame) -> pd.Series:
+        """The golden-batch rule's score: total hours outside the envelope, over all tags."""
+        cols = [c for c in features.columns if c.endswith("|below_h") or c.endswith("|above_h")]
+        return features[cols].fillna(0.0).sum(axis=1)
+
+
+class _quiet:
+    """Silence numpy's 'mean of empty slice' warnings inside a block."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)

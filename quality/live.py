@@ -1,0 +1,254 @@
+"""Scoring from the historian: batches in progress and assets, as the plant runs.
+
+The historian holds what OPC UA delivers: tag values with their StatusCodes and the batch
+context (batch, unit, phase, state). This module turns it into the same tables the models
+were trained on:
+
+- batch trajectories: the tags of every unit a batch ran on, over its time there, named
+  ``step.signal`` through the plant configuration (unit -> unit class -> recipe step; tag ->
+  signal), aligned on hours since the batch entered the unit;
+- equipment ages: the hour-meter tags (``KQI-...``) of the units of the batch's route, known
+  from the batch's start for a unit that is the only one of its kind, from entry otherwise;
+- asset observations: per asset and day, its hour meter and its unit's condition tags.
+
+What OPC UA does not carry (raw-material lot attributes from the LIMS) is missing: those
+features are left empty, and the model's score is weaker, not invented.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from quality.data import (
+    BIN_COLUMNS,
+    BatchHistory,
+    RunHistory,
+    _bin,
+    _characteristic_ages,
+    _finish_runs,
+)
+from quality.errors import InputError
+from quality.jobs import write_parquet
+from quality.registry import Registry
+
+__all__ = [
+    "OPEN_DAYS",
+    "batch_history_from_historian",
+    "run_history_from_historian",
+    "score_historian",
+]
+
+logger = logging.getLogger(__name__)
+
+OPEN_DAYS = 10.0
+CONDITION_SIGNALS = (
+    "vibration",
+    "motor_current",
+    "pressure_ripple",
+    "pressure",
+    "fill_weight_sd",
+    "column_dp",
+    "differential_pressure",
+)
+
+
+def _plant_maps(config):
+    """(unit -> step, (unit, tag) -> signal, unit -> [(asset, hour-meter tag)])."""
+    step_of_class = {s.unit_class: s.name for s in config.recipe.steps}
+    unit_step, signal_of, meters = {}, {}, {}
+    for unit in config.units:
+        spec = config.unit_classes[unit.unit_class]
+        unit_step[unit.id] = step_of_class.get(unit.unit_class)
+        for s in spec.signals:
+            signal_of[(unit.id, s.tag.format(n=unit.loop_number))] = s.name
+        meters[unit.id] = [
+            (
+                a.name,
+                next(s.tag for s in spec.signals if s.name == f"{a.name}_hours").format(
+                    n=unit.loop_number
+                ),
+            )
+            for a in spec.assets
+        ]
+    return unit_step, signal_of, meters
+
+
+def batch_history_from_historian(
+    historian, config, *, open_days: float = OPEN_DAYS, bin_h: float = 1.0
+) -> BatchHistory:
+    """Open batches (first seen within ``open_days`` of the latest context) as a history."""
+    ctx = historian.batch_context()
+    ctx = ctx[ctx["batch_id"].notna() & (ctx["state"] == "running")]
+    if ctx.empty:
+        raise InputError("historian: no batch context stored yet (is the ingest running?)")
+    latest = ctx["start_time"].max()
+    first = ctx.groupby("batch_id")["start_time"].min()
+    open_ids = first.index[first >= latest - pd.Timedelta(days=open_days)]
+    unit_step, signal_of, meters = _plant_maps(config)
+    pool = pd.Series(unit_step).dropna()
+    pooled = set(pool[pool.map(pool.value_counts()) > 1].index)
+    sole = [u for u in pool.index if u not in pooled]
+    samples, ages = [], []
+    for batch_id in open_ids:
+        start = first[batch_id]
+        series = historian.batch_series(batch_id)
+        if not series.empty:
+            step = series["unit"].map(unit_step)
+            sig = [
+                signal_of.get((u, t)) for u, t in zip(series["unit"], series["tag"], strict=True)
+            ]
+            frame = pd.DataFrame(
+                {
+                    "batch_id": batch_id,
+                    "tag": step + "." + pd.Series(sig, index=series.index, dtype=object),
+                    "t_h": (series["time"] - start).dt.total_seconds() / 3600,
+                    "align_h": series["batch_time_h"].astype(float),
+                    "value": series["value"].astype(float),
+                    "bad": (series["quality"].astype(int) != 0) | series["value"].isna(),
+                }
+            ).dropna(subset=["tag"])
+            samples.append(frame[~frame["tag"].str.endswith(("_sp", "_hours"))])
+        entered = ctx[ctx["batch_id"] == batch_id].groupby("unit")["start_time"].min()
+        route = {u: start for u in sole} | {u: t for u, t in entered.items() if u in pooled}
+        for unit, since in route.items():
+            tags = [t for _, t in meters.get(unit, [])]
+            if not tags:
+                continue
+            rows = historian.query(tags, start=since - pd.Timedelta(hours=1), resample="1h")
+            if rows.empty:
+                continue
+            name = {t: a for a, t in meters[unit]}
+            ages.append(
+                pd.DataFrame(
+                    {
+                        "batch_id": batch_id,
+                        "tag": "asset." + unit_step[unit] + "." + rows["tag"].map(name) + ".age_h",
+                        "t_h": np.maximum(
+                            (rows["time"] - start).dt.total_seconds() / 3600,
+                            (since - start).total_seconds() / 3600,
+                        ),
+                        "value": rows["value"].astype(float),
+                    }
+                )
+            )
+    if not samples:
+        raise InputError("historian: the open batches have no tag data yet")
+    bins = _bin(pd.concat(samples, ignore_index=True), bin_h)
+    if ages:
+        a = pd.concat(ages, ignore_index=True)
+        a["bin"] = (a["t_h"] // bin_h).astype(int)
+        a = a.groupby(["batch_id", "tag", "bin"], as_index=False).agg(
+            t_h=("t_h", "max"), value=("value", "last")
+        )
+        a["sd"], a["bad"] = 0.0, 0.0
+        bins = pd.concat([bins, a[BIN_COLUMNS]], ignore_index=True)
+    out = pd.DataFrame(index=pd.Index(open_ids, name="batch_id"))
+    out["order"] = first.reindex(open_ids).map(lambda t: t.timestamp()).to_numpy()
+    out["label"] = pd.Series(pd.NA, index=out.index, dtype="boolean")
+    out["dev_class"] = None
+    production = {u for u, s in unit_step.items() if s == "production"}
+    prod = ctx[ctx["unit"].isin(production)].groupby("batch_id")["unit"].first()
+    out["production_unit"] = prod.reindex(open_ids).to_numpy()
+    return BatchHistory(bins=bins, outcomes=out, bin_h=bin_h, context_cols=["production_unit"])
+
+
+def run_history_from_historian(historian, config, *, days: float = 14.0) -> RunHistory:
+    """Daily observations of every asset over the last ``days`` (hour meter, condition tags)."""
+    unit_step, signal_of, meters = _plant_maps(config)
+    del unit_step
+    meta = historian.tags()
+    if meta.empty:
+        raise InputError("historian: no tags stored yet")
+    end = meta["last_time"].max()
+    start = end - pd.Timedelta(days=days)
+    cond = {t: s for (u, t), s in signal_of.items() if s in CONDITION_SIGNALS}
+    meter_tags = {t: (u, a) for u, pairs in meters.items() for a, t in pairs}
+    tags = [t for t in [*cond, *meter_tags] if t in set(meta["tag"])]
+    if not tags:
+        raise InputError("historian: no hour-meter or condition tags stored")
+    rows = historian.query(tags, start=start, end=end + pd.Timedelta(seconds=1))
+    rows = rows[rows["quality"].astype(int) == 0]
+    unit_of = dict(zip(meta["tag"], meta["unit"], strict=False))
+    rows["unit"] = rows["tag"].map(unit_of)
+    rows["day"] = rows["time"].dt.floor("D") + pd.Timedelta(days=1)
+    c = rows[rows["tag"].isin(cond)].assign(signal=lambda d: d["tag"].map(cond))
+    daily = (
+        c.groupby(["unit", "day", "signal"])["value"]
+        .agg(mean="mean", p95=lambda v: v.quantile(0.95))
+        .reset_index()
+    )
+    wide = daily.pivot_table(index=["unit", "day"], columns="signal", values=["mean", "p95"])
+    wide.columns = [f"{sig}_{stat}" for stat, sig in wide.columns]
+    wide = wide.reset_index()
+    m = rows[rows["tag"].isin(meter_tags)]
+    m = m.sort_values("time").groupby(["tag", "day"], as_index=False)["value"].last()
+    m["unit"] = m["tag"].map(lambda t: meter_tags[t][0])
+    m["asset_kind"] = m["tag"].map(lambda t: meter_tags[t][1])
+    m["asset"] = m["unit"] + "/" + m["asset_kind"]
+    m = m.rename(columns={"value": "age_h"}).merge(wide, on=["unit", "day"], how="left")
+    m = m.sort_values(["asset", "day"])
+    m["age_7d_h"] = m.groupby("asset")["age_h"].transform(
+        lambda a: (a - a.shift(7)).fillna(a - a.iloc[0])
+    )
+    m["age_over_pm"] = m["age_h"] / m["asset_kind"].map(_characteristic_ages())
+    m["t"] = m["day"].map(lambda x: x.timestamp() / 3600)
+    m["run"] = m["asset"] + "#live"
+    m["failure"] = False
+    sensors = [
+        "age_h",
+        "age_7d_h",
+        "age_over_pm",
+        *[c for c in wide.columns if c not in ("unit", "day")],
+        "asset_kind",
+    ]
+    keep = m[["run", "asset", "t", "failure", *sensors]]
+    return _finish_runs(keep, sensors, True, categorical=["asset_kind"])
+
+
+def score_historian(store: Path, registry: Registry, out_dir: Path, config=None):
+    """Score the historian's open batches and assets; write the score files."""
+    from connectors.historian import Historian
+    from twin.config import load_config
+
+    config = config or load_config()
+    historian = Historian(store / "historian")
+    now = pd.Timestamp(datetime.now(UTC)).floor("ms")
+    dev, dev_meta = registry.load_approved("deviation")
+    mnt, mnt_meta = registry.load_approved("maintenance")
+    history = batch_history_from_historian(historian, config)
+    scores = dev.predict(history).reset_index()
+    ctx = historian.batch_context()
+    last_unit = ctx.sort_values("start_time").groupby("batch_id")["unit"].last()
+    scores.insert(1, "unit", scores["batch_id"].map(last_unit))
+    scores = scores.rename(
+        columns={
+            "titer_g_per_l_pred": "titer_pred",
+            "titer_g_per_l_lo": "titer_lo",
+            "titer_g_per_l_hi": "titer_hi",
+        }
+    )
+    scores["model_version"] = dev_meta["version"]
+    scores["scored_at"] = now
+    runs = run_history_from_historian(historian, config)
+    assets = mnt.predict(runs)
+    asset_scores = pd.DataFrame(
+        {
+            "asset": assets["asset"],
+            "unit": assets["asset"].str.split("/").str[0],
+            "p_fail_7d": assets["p_fail"],
+            "rul_h": assets["rul"],
+            "rul_lo_h": assets["rul_lo"],
+            "rul_hi_h": assets["rul_hi"],
+            "reasons": assets["reasons"],
+            "model_version": mnt_meta["version"],
+            "scored_at": now,
+        }
+    )
+    write_parquet(scores, out_dir / "batch_scores.parquet")
+    write_parquet(asset_scores, out_dir / "asset_scores.parquet")
+    return scores, asset_scores

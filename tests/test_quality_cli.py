@@ -1,0 +1,237 @@
+"""The quality commands end to end: bring your own data, registry, scoring into the store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from biotwin.cli import app
+from connectors.historian import Historian
+from connectors.security import ensure_demo_users
+from connectors.twin_import import import_simulation
+from quality.registry import Registry
+
+runner = CliRunner()
+
+
+def invoke(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+def _batches(n=60, seed=0):
+    """Long-form batch data: batches whose temperature drifts up end out of spec."""
+    rng = np.random.default_rng(seed)
+    rows, outcomes = [], []
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    for b in range(n):
+        bad = rng.random() < 0.35
+        t0 = start + pd.Timedelta(hours=30 * b)
+        for h in range(48):
+            drift = 0.8 * h / 48 if bad else 0.0
+            rows.append(
+                (
+                    f"L{b:03d}",
+                    t0 + pd.Timedelta(hours=h),
+                    "TEMP",
+                    37 + drift + rng.normal(0, 0.1),
+                    "good",
+                )
+            )
+            rows.append(
+                (f"L{b:03d}", t0 + pd.Timedelta(hours=h), "PH", 7 + rng.normal(0, 0.02), "good")
+            )
+        outcomes.append((f"L{b:03d}", bad))
+    series = pd.DataFrame(rows, columns=["lot", "ts", "sensor", "reading", "q"])
+    return series, pd.DataFrame(outcomes, columns=["lot", "failed"])
+
+
+def _runs(n_assets=16, seed=0):
+    """Run-to-failure by cycles: a wear sensor rising to failure, one noisy sensor."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a in range(n_assets):
+        life = int(rng.integers(80, 200))
+        for c in range(1, life + 1):
+            rows.append((f"engine{a}", c, 0.01 * c / life * 100 + rng.normal(0, 0.1), rng.normal()))
+    return pd.DataFrame(rows, columns=["unit_id", "cycle", "wear", "noise"])
+
+
+def test_deviation_fit_and_predict_on_user_files(tmp_path):
+    series, outcomes = _batches()
+    series.to_csv(tmp_path / "series.csv", index=False)
+    outcomes.to_parquet(tmp_path / "outcomes.parquet")
+    model = tmp_path / "model"
+    result = invoke(
+        "deviation",
+        "fit",
+        "--series",
+        tmp_path / "series.csv",
+        "--outcomes",
+        tmp_path / "outcomes.parquet",
+        "--batch-col",
+        "lot",
+        "--time-col",
+        "ts",
+        "--label-col",
+        "failed",
+        "--tag-col",
+        "sensor",
+        "--value-col",
+        "reading",
+        "--quality-col",
+        "q",
+        "--model",
+        model,
+    )
+    assert result.exit_code == 0, result.output
+    assert (model / "card.md").exists() and (model / "model.joblib").exists()
+    result = invoke(
+        "deviation",
+        "predict",
+        "--model",
+        model,
+        "--series",
+        tmp_path / "series.csv",
+        "--progress",
+        "0.75",
+        "--out",
+        tmp_path / "p.csv",
+    )
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(tmp_path / "p.csv").set_index("batch_id")
+    truth = outcomes.set_index("lot")["failed"]
+    late = truth.index[-18:]
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(truth[late], pred.loc[late, "p_deviation"]) > 0.9
+    assert {"reasons", "low_confidence", "model_version"} <= set(pred.columns)
+
+
+def test_deviation_fit_names_a_missing_column(tmp_path):
+    series, outcomes = _batches(30)
+    series.to_csv(tmp_path / "s.csv", index=False)
+    outcomes.to_csv(tmp_path / "o.csv", index=False)
+    result = invoke(
+        "deviation",
+        "fit",
+        "--series",
+        tmp_path / "s.csv",
+        "--outcomes",
+        tmp_path / "o.csv",
+        "--batch-col",
+        "lot",
+        "--time-col",
+        "time",
+        "--label-col",
+        "failed",
+        "--model",
+        tmp_path / "m",
+    )
+    assert result.exit_code == 2
+    assert "series: column 'time' is missing" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_maintenance_fit_and_predict_by_cycles(tmp_path):
+    runs = _runs()
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    model = tmp_path / "m"
+    result = invoke(
+        "maintenance",
+        "fit",
+        "--runs",
+        tmp_path / "runs.csv",
+        "--asset-col",
+        "unit_id",
+        "--time-col",
+        "cycle",
+        "--horizon",
+        "20",
+        "--rul-cap",
+        "120",
+        "--model",
+        model,
+    )
+    assert result.exit_code == 0, result.output
+    # score assets part-way through their lives: RUL should follow the truth
+    partial = runs[runs["cycle"] <= runs.groupby("unit_id")["cycle"].transform("max") // 2]
+    partial.to_parquet(tmp_path / "now.parquet")
+    result = invoke(
+        "maintenance",
+        "predict",
+        "--model",
+        model,
+        "--runs",
+        tmp_path / "now.parquet",
+        "--out",
+        tmp_path / "rul.parquet",
+    )
+    assert result.exit_code == 0, result.output
+    out = pd.read_parquet(tmp_path / "rul.parquet").set_index("asset")
+    life = runs.groupby("unit_id")["cycle"].max()
+    true_rul = life - partial.groupby("unit_id")["cycle"].max()
+    err = (out["rul"] - true_rul.reindex(out.index)).abs()
+    assert err.median() < 25
+    assert (out["rul_lo"] <= out["rul"]).all() and (out["rul"] <= out["rul_hi"]).all()
+    assert out["p_fail"].between(0, 1).all()
+
+
+def test_score_refuses_without_an_approved_model(tmp_path):
+    result = invoke("score", "--data-dir", tmp_path)
+    assert result.exit_code == 2
+    assert "no approved model" in result.output
+
+
+def test_score_from_the_historian_with_approved_models(tmp_path, trained, maint):
+    from twin.config import load_config
+    from twin.output import simulate_to
+
+    plant = load_config()
+    plant = plant.model_copy(
+        update={"plant": plant.plant.model_copy(update={"sample_interval_min": 10})}
+    )
+    simulate_to(plant, tmp_path / "live", days=25, seed=5)
+    store = tmp_path / "store"
+    import_simulation(tmp_path / "live", Historian(store / "historian"))
+    ensure_demo_users(store / "users.toml")
+    reg = Registry(store / "models")
+    for model, meta, _ in (trained, maint):
+        version = reg.register(model, meta)
+        result = invoke(
+            "models",
+            "approve",
+            version,
+            "--user",
+            "qa",
+            "--reason",
+            "test",
+            "--data-dir",
+            store,
+            env={"BIOTWIN_PASSWORD": "qa-demo"},
+        )
+        assert result.exit_code == 0, result.output
+    result = invoke("score", "--data-dir", store)
+    assert result.exit_code == 0, result.output
+    batches = pd.read_parquet(store / "scores" / "batch_scores.parquet")
+    assets = pd.read_parquet(store / "scores" / "asset_scores.parquet")
+    for col in (
+        "batch_id",
+        "unit",
+        "progress",
+        "p_deviation",
+        "likely_class",
+        "reasons",
+        "low_confidence",
+        "suspect_sensors",
+        "model_version",
+        "scored_at",
+    ):
+        assert col in batches.columns
+    assert len(batches) >= 5 and batches["p_deviation"].between(0, 1).all()
+    # lot attributes do not travel over OPC UA: the scores say so
+    assert batches["suspect_sensors"].str.contains("context media_potency").all()
+    assert set(assets["asset"]) >= {"BR-201/agitator", "HZ-502/valve_seat"}
+    assert assets["p_fail_7d"].between(0, 1).all() and (assets["rul_h"] >= 0).all()
+    listed = invoke("models", "list", "--data-dir", store)
+    assert "approved" in listed.output
