@@ -23,6 +23,7 @@ page = st.navigation(
         st.Page(HERE / "pages" / "triage.py", title="Batch triage (QA)"),
         st.Page(HERE / "pages" / "assets.py", title="Asset health"),
         st.Page(HERE / "pages" / "scenarios.py", title="Downtime scenarios"),
+        st.Page(HERE / "pages" / "models.py", title="Models"),
     ]
 )
 page.run()

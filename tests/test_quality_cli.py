@@ -235,3 +235,23 @@ def test_score_from_the_historian_with_approved_models(tmp_path, trained, maint)
     assert assets["p_fail_7d"].between(0, 1).all() and (assets["rul_h"] >= 0).all()
     listed = invoke("models", "list", "--data-dir", store)
     assert "approved" in listed.output
+
+
+def test_evaluate_writes_a_report_on_independent_history(tmp_path, twin_dir, trained, maint):
+    reg = Registry(tmp_path / "models")
+    versions = [reg.register(m, meta) for m, meta, _ in (trained, maint)]
+    args = ["evaluate", "--data-dir", tmp_path, "--twin", twin_dir, "--out", tmp_path / "rep"]
+    for v in versions:
+        args += ["--version", v]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "roc_auc" in report and "envelope_rule_auc" in report and "phm_score" in report
+    for png in (
+        "roc.png",
+        "lead_time.png",
+        "calibration.png",
+        "importance.png",
+        "maintenance_roc.png",
+    ):
+        assert (tmp_path / "rep" / png).stat().st_size > 1000

@@ -1,0 +1,77 @@
+"""Models: registry versions, held-out metrics, drift flags, model cards and approval."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from dashboard.plant import data_dir
+from dashboard.session import leave_pages_directory_mode, roles
+from quality.errors import RegistryError
+from quality.registry import Registry
+
+leave_pages_directory_mode()
+st.title("Models")
+store = data_dir()
+registry = Registry(store / "models")
+versions = registry.versions()
+if versions.empty:
+    st.info("No model in the registry yet: `biotwin train` (or `biotwin up` on first start).")
+    st.stop()
+
+ok, problem = registry.verify()
+if ok:
+    st.caption(f"Registry event log intact ({len(registry.events())} hash-chained events).")
+else:
+    st.error(f"Registry event log failed verification: {problem}")
+
+st.subheader("Versions")
+st.dataframe(versions, hide_index=True, width="stretch")
+
+drift_file = store / "scores" / "drift.json"
+st.subheader("Drift")
+if drift_file.exists():
+    drift = json.loads(drift_file.read_text())
+    for family, d in drift.items():
+        if not isinstance(d, dict):
+            continue
+        text = (
+            f"{family} ({d['model_version']}): {d['features_drifting']} of "
+            f"{d['features_checked']} features with PSI > 0.25"
+        )
+        (st.warning if d["flag"] else st.success)(text)
+        if d["worst"]:
+            st.dataframe(d["worst"], hide_index=True)
+else:
+    st.caption(
+        "No drift check yet: `biotwin score --twin DIR` compares recent batches with the "
+        "training reference (population stability index per feature)."
+    )
+
+st.subheader("Model card")
+version = st.selectbox("Version", list(versions["version"]))
+card = store / "models" / version / "card.md"
+if card.exists():
+    with st.expander("Card", expanded=True):
+        st.markdown(card.read_text())
+
+st.subheader("Approve for scoring")
+if "qa" not in roles():
+    st.caption("Only QA can approve a model version: sign in as a QA user.")
+else:
+    with st.form("approve", clear_on_submit=True):
+        reason = st.text_area("Reason (evidence reviewed)")
+        password = st.text_input("Password (signature)", type="password")
+        if st.form_submit_button(f"Approve {version}"):
+            try:
+                record = registry.approve(
+                    version,
+                    user=st.session_state["user"],
+                    password=password,
+                    reason=reason,
+                    users_file=store / "users.toml",
+                )
+                st.success(f"{version} approved by {record['user']} at {record['time']}")
+            except RegistryError as exc:
+                st.error(str(exc))
