@@ -324,3 +324,26 @@ def test_golden_envelope_of_good_batches(config, store):
     merged = t.merge(temp.assign(bin=temp["batch_time_h"].round(1)), on="bin")
     inside = merged["value"].between(merged["lo"] - 0.2, merged["hi"] + 0.2).mean()
     assert inside > 0.8
+
+
+def test_one_pool_gives_the_same_replications_as_two_run_scenario_calls(config, store):
+    from dashboard.whatif import BaselineCache, run_pair
+    from twin.scenarios import AssetOutage, run_scenario
+
+    state, _ = live_state(Historian(store / "historian"), config)
+    events = [AssetOutage(target="BR-202", start_h=12, end_h=60)]
+    kw = {"horizon_h": 120, "replications": 12, "seed": 3}
+    base, what = run_pair(config, state, events, name="outage", workers=2, **kw)
+    pd.testing.assert_frame_equal(base.kpis, run_scenario(config, state, [], **kw).kpis)
+    alone = run_scenario(config, state, events, **kw)
+    pd.testing.assert_frame_equal(what.kpis, alone.kpis)
+    pd.testing.assert_frame_equal(what.schedule, alone.schedule)
+    assert what.name == "outage"
+    # a cached baseline is reused as is; a prefetched one is the same as one computed now
+    again, what2 = run_pair(config, state, events, baseline=base, workers=2, **kw)
+    assert again is base
+    pd.testing.assert_frame_equal(what2.kpis, what.kpis)
+    cache = BaselineCache()
+    assert cache.prefetch(("k",), config, state, **kw) and not cache.prefetch(("k",), config, state)
+    pd.testing.assert_frame_equal(cache.get(("k",)).kpis, base.kpis)
+    assert cache.get(("other",)) is None
