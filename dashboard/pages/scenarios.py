@@ -153,9 +153,11 @@ with st.form("scenario"):
     st.markdown("**Failure risk**")
     p1, p2 = st.columns([2, 1])
     p1.checkbox(
-        "Use the maintenance model's predicted failure risk (asset_scores.parquet): every "
-        "asset at or above the threshold fails within 7 days with its P(fail in 7 d)",
+        "Use predicted failure risk (maintenance model)",
         key="sc_predicted",
+        help="From scores/asset_scores.parquet: every asset at or above the threshold "
+        "fails within 7 days with its P(fail in 7 d), in place of its wear-out life; the "
+        "others keep the twin's wear model (docs/dashboard.md).",
     )
     p2.number_input("threshold P(fail in 7 d)", 0.0, 1.0, step=0.01, key="sc_threshold")
     if asset_scores is None:
