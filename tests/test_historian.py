@@ -272,7 +272,7 @@ def test_compaction_keeps_the_days_still_being_written_in_tiers(tmp_path):
 
 
 # ---------------------------------------------------------------------- other processes
-def _reader(root: str, stop, out) -> None:
+def _reader(root: str, stop, out, reads) -> None:
     h = Historian(root, compact_every=None)
     counts = []
     while not stop.is_set():
@@ -280,21 +280,31 @@ def _reader(root: str, stop, out) -> None:
         counts.append(len(frame))
         if frame.duplicated(["tag", "time"]).any():
             counts.append(-1)
+        with reads.get_lock():
+            reads.value += 1
     out.put(counts)
+
+
+def _wait_for_reads(reads, more_than: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while reads.value <= more_than and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def test_a_reader_in_another_process_sees_only_whole_commits(tmp_path):
     h = Historian(tmp_path, compact_every=3)  # the writer also compacts as it goes
     ctx = mp.get_context("spawn")
-    stop, out = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_reader, args=(str(tmp_path), stop, out))
+    stop, out, reads = ctx.Event(), ctx.Queue(), ctx.Value("i", 0)
+    proc = ctx.Process(target=_reader, args=(str(tmp_path), stop, out, reads))
     proc.start()
     try:
-        time.sleep(1.5)  # the reader is importing and polling an empty store
+        _wait_for_reads(reads, 0, timeout=120)  # the reader imported and polls the empty store
         for i in range(40):
             h.append(rows(n=100, start=T0 + pd.Timedelta(hours=3 * i), seed=i))
             if i % 10 == 9:
                 h.compact(min_files=2)
+            if i % 3 == 0:  # interleave: on a loaded machine the reader may lag behind
+                _wait_for_reads(reads, reads.value)
         time.sleep(0.5)
     finally:
         stop.set()

@@ -26,7 +26,7 @@ from connectors.ingest_shards import split_tags
 ROOT = Path(__file__).resolve().parents[1]
 INTEROP = ROOT / "connectors" / "interop"
 TAGS = 300
-SERVER = ("--rate", "10", "--seconds", "14")  # produce for 14 s from the server's start
+SERVER = ("--rate", "10", "--seconds", "0")  # produce until SIGUSR2
 INGEST = ("--sessions", "2", "--publishing-ms", "200")
 
 
@@ -63,6 +63,19 @@ def _children(pid: int) -> set[int]:
         todo.extend(kids - found)
         found |= kids
     return found
+
+
+def _wait_for_ticks(root: Path, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    first = None
+    while time.monotonic() < deadline:
+        ticks = Historian(root).query(["Tick"])["value"] if root.exists() else []
+        if len(ticks):
+            first = ticks.min() if first is None else first
+            if ticks.max() - first >= n:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {n} ticks reached the historian in {timeout:g} s")
 
 
 def _alive(pid: int) -> bool:
@@ -117,6 +130,10 @@ def test_two_sessions_store_every_value_once_and_sigterm_leaves_no_worker(tmp_pa
             assert "in 2 sessions" in line, line
             workers = _children(ingest.pid)
             assert len(workers) >= 2  # two workers (and multiprocessing's resource tracker)
+            # let at least 30 ticks reach the historian, however slow the machine, then stop
+            # the production (SIGUSR2) and read how many ticks the server made
+            _wait_for_ticks(tmp_path / "historian", 30, timeout=120)
+            server.send_signal(signal.SIGUSR2)
             done = _json_line(server.stdout)
             time.sleep(1.5)  # the last publish (200 ms) and flush (500 ms)
             ingest.send_signal(signal.SIGTERM)
