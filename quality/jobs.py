@@ -30,6 +30,7 @@ __all__ = [
     "ensure_training_data",
     "score_twin",
     "train_all",
+    "write_drift",
     "write_parquet",
 ]
 
@@ -151,14 +152,17 @@ def score_twin(
     write_parquet(scores, out_dir / "batch_scores.parquet")
     write_parquet(asset_scores, out_dir / "asset_scores.parquet")
     recent = history.outcomes.sort_values("order").index[-60:]
-    drift = {
-        "computed_at": now.isoformat(),
-        "deviation": _drift(dev.features_at(history, recent, 0.5), dev_meta),
-    }
+    write_drift(out_dir, now, dev.features_at(history, recent, 0.5), dev_meta)
+    return scores, asset_scores
+
+
+def write_drift(out_dir: Path, now: pd.Timestamp, X: pd.DataFrame, meta: dict) -> dict:
+    """PSI of ``X`` against the model's training reference, into out_dir/drift.json."""
+    drift = {"computed_at": now.isoformat(), "deviation": _drift(X, meta)}
     tmp = out_dir / ".drift.json.tmp"
     tmp.write_text(json.dumps(drift, indent=2, default=str))
     os.replace(tmp, out_dir / "drift.json")
-    return scores, asset_scores
+    return drift
 
 
 def _drift(X: pd.DataFrame, meta: dict) -> dict:

@@ -33,7 +33,7 @@ from quality.data import (
     _finish_runs,
 )
 from quality.errors import InputError
-from quality.jobs import write_parquet
+from quality.jobs import write_drift, write_parquet
 from quality.registry import Registry
 
 __all__ = [
@@ -251,4 +251,8 @@ def score_historian(store: Path, registry: Registry, out_dir: Path, config=None)
     )
     write_parquet(scores, out_dir / "batch_scores.parquet")
     write_parquet(asset_scores, out_dir / "asset_scores.parquet")
+    # drift: the open batches past half-way, at 50 %, against the training reference
+    half = scores.loc[scores["progress"] >= 0.5, "batch_id"]
+    if len(half):
+        write_drift(out_dir, now, dev.features_at(history, half, 0.5), dev_meta)
     return scores, asset_scores

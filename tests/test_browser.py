@@ -34,13 +34,27 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, trained, maint):
     assert shutil.which("chromium") or Path(CHROMIUM).exists(), (
         "Debian's chromium is needed for the browser test: apt-get install chromium (.ci/run does)"
     )
+    from quality.live import score_historian
+    from quality.registry import Registry
+
     store = tmp_path_factory.mktemp("store")
     import_simulation(ROOT / "sample_data" / "twin", Historian(store / "historian"))
     ensure_demo_users(store / "users.toml")
+    registry = Registry(store / "models")
+    for model, meta, _ in (trained, maint):  # approved models and their scores, as `up` has
+        version = registry.register(model, meta)
+        registry.approve(
+            version,
+            user="qa",
+            password="qa-demo",
+            reason="browser test",
+            users_file=store / "users.toml",
+        )
+    score_historian(store, registry, store / "scores")
     return store
 
 
@@ -150,7 +164,7 @@ def test_pages_sign_in_disposition_and_scenario(app_url):
         page.get_by_role("textbox", name="Password (signature)").press("Tab")
         page.get_by_role("button", name="Sign", exact=True).click()
         expect(page.get_by_text("Signed: release")).to_be_visible(timeout=30_000)
-        expect(page.get_by_text("Chain verified")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Chain verified: 1 records intact")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(SHOTS / "triage.png"), full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0
 
@@ -159,6 +173,18 @@ def test_pages_sign_in_disposition_and_scenario(app_url):
         page.get_by_role("button", name="Run baseline and scenario").click()
         expect(page.get_by_text("paired replications")).to_be_visible(timeout=120_000)
         page.screenshot(path=str(SHOTS / "scenarios.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
+
+        page.get_by_role("link", name="Asset health").click()
+        expect(page.get_by_text("Asset health").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("button", name="Find the window")).to_be_visible(timeout=120_000)
+        page.screenshot(path=str(SHOTS / "assets.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
+
+        page.get_by_role("link", name="Models").click()
+        expect(page.get_by_text("Model card").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Intended use").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(SHOTS / "models.png"), full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0
 
 

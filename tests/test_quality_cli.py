@@ -233,6 +233,10 @@ def test_score_from_the_historian_with_approved_models(tmp_path, trained, maint)
     assert batches["suspect_sensors"].str.contains("context media_potency").all()
     assert set(assets["asset"]) >= {"BR-201/agitator", "HZ-502/valve_seat"}
     assert assets["p_fail_7d"].between(0, 1).all() and (assets["rul_h"] >= 0).all()
+    import json
+
+    drift = json.loads((store / "scores" / "drift.json").read_text())["deviation"]
+    assert drift["features_checked"] > 50 and isinstance(drift["flag"], bool)
     listed = invoke("models", "list", "--data-dir", store)
     assert "approved" in listed.output
 
