@@ -34,6 +34,7 @@ class Cube:
     t_h: np.ndarray
     sd: np.ndarray
     bad: np.ndarray
+    prefix: dict | None = None
 
 
 @dataclass
@@ -92,6 +93,9 @@ class BatchFeaturizer:
         span = np.where(np.isfinite(upper - lower), upper - lower, 0.0)
         self.sat_level = upper - 0.01 * span
         self.is_state = np.array([t.startswith("asset.") for t in self.tags])
+        with _quiet():
+            center = np.nanmedian(cube.value, axis=(0, 2))
+        self.center = np.where(np.isfinite(center), center, 0.0)
         return self
 
     # ------------------------------------------------------------------ arrays
@@ -140,6 +144,28 @@ class BatchFeaturizer:
         cube = cube if cube is not None else self.cube(history, ids)
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
         cut = progress * self.nominal_h
+        stats = self.stats(cube, cut)
+        columns: dict[str, np.ndarray] = {"progress": progress, "elapsed_h": cut}
+        for j, (tag, state) in enumerate(zip(self.tags, self.is_state, strict=True)):
+            for s in ("last",) if state else STATS:
+                columns[f"{tag}|{s}"] = stats[s][:, j]
+        frame = pd.DataFrame(columns, index=ids)
+        ctx = history.outcomes.reindex(ids)
+        for col in self.context_numeric:
+            values = ctx[col] if col in ctx else pd.Series(np.nan, index=ids)
+            frame[f"ctx|{col}"] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        for col, cats in self.context_categories.items():
+            values = ctx[col].astype("string") if col in ctx else pd.Series(pd.NA, index=ids)
+            values = values.where(values.isin(cats))  # unseen categories become missing
+            frame[f"ctx|{col}"] = pd.Categorical(values.to_numpy(dtype=object), categories=cats)
+        return frame
+
+    def stats_direct(self, cube: Cube, cut: np.ndarray) -> dict[str, np.ndarray]:
+        """Per (batch, tag) statistics of the bins seen by ``cut``, computed directly.
+
+        The reference for :meth:`stats` (prefix sums, what :meth:`transform` uses); tests
+        check that both agree.
+        """
         seen = cube.t_h <= cut[:, None, None]
         v = np.where(seen, cube.value, np.nan)
         valid = ~np.isnan(v)
@@ -166,7 +192,7 @@ class BatchFeaturizer:
             at_max = (valid & (v >= self.sat_level[None, :, None])).sum(axis=2) * bh
             bad_h = np.where(seen, cube.bad, 0.0).sum(axis=2) * bh
         no_data = n == 0
-        stats = {
+        return {
             "mean": mean,
             "std": np.where(n > 1, std, np.nan),
             "last": last,
@@ -177,20 +203,75 @@ class BatchFeaturizer:
             "at_max_h": np.where(no_data, np.nan, at_max),
             "bad_h": np.where(no_data & (bad_h == 0), np.nan, bad_h),
         }
-        columns: dict[str, np.ndarray] = {"progress": progress, "elapsed_h": cut}
-        for j, (tag, state) in enumerate(zip(self.tags, self.is_state, strict=True)):
-            for s in ("last",) if state else STATS:
-                columns[f"{tag}|{s}"] = stats[s][:, j]
-        frame = pd.DataFrame(columns, index=ids)
-        ctx = history.outcomes.reindex(ids)
-        for col in self.context_numeric:
-            values = ctx[col] if col in ctx else pd.Series(np.nan, index=ids)
-            frame[f"ctx|{col}"] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-        for col, cats in self.context_categories.items():
-            values = ctx[col].astype("string") if col in ctx else pd.Series(pd.NA, index=ids)
-            values = values.where(values.isin(cats))  # unseen categories become missing
-            frame[f"ctx|{col}"] = pd.Categorical(values.to_numpy(dtype=object), categories=cats)
-        return frame
+
+    def stats(self, cube: Cube, cut: np.ndarray) -> dict[str, np.ndarray]:
+        """Per (batch, tag) statistics of the bins seen by ``cut`` (batch hours, per batch).
+
+        Within a batch and tag, bins follow batch time, so the bins seen by a cut-off are a
+        prefix: every statistic is read from running sums (computed once per cube and kept
+        on it), which makes a snapshot cost a gather instead of a pass over all bins.
+        """
+        p = self._prefix(cube)
+        m = (p["t"] <= np.asarray(cut, dtype=float)[:, None, None]).sum(axis=2)
+        at = m - 1
+
+        def take(name: str, index: np.ndarray) -> np.ndarray:
+            x = np.take_along_axis(p[name], np.maximum(index, 0)[..., None], axis=2)[..., 0]
+            return np.where(index >= 0, x, 0)
+
+        bh = self.bin_h
+        n = take("n", at)
+        with np.errstate(all="ignore"):
+            mean_c = take("s", at) / n
+            var = np.maximum(take("ss", at) / n - mean_c**2, 0.0)
+            last_k = np.where(at >= 0, take("last_k", at), -1)
+            last = np.take_along_axis(cube.value, np.maximum(last_k, 0)[..., None], 2)[..., 0]
+            lo = last_k - SLOPE_BINS
+            w = {q: take(q, last_k) - take(q, lo) for q in ("n", "k", "kk", "s", "kv")}
+            den = w["n"] * w["kk"] - w["k"] ** 2
+            num = w["n"] * w["kv"] - w["k"] * w["s"]
+            slope = np.where((w["n"] > 1) & (den > 0), num / den / bh, np.nan)
+            max_z = take("max_z", at)
+        no_data = n == 0
+        bad_h = take("bad", at) * bh
+        return {
+            "mean": np.where(no_data, np.nan, mean_c + self.center[None, :]),
+            "std": np.where(n > 1, np.sqrt(var), np.nan),
+            "last": np.where(last_k >= 0, last, np.nan),
+            "slope": slope,
+            "below_h": np.where(no_data, np.nan, take("below", at) * bh),
+            "above_h": np.where(no_data, np.nan, take("above", at) * bh),
+            "max_z": np.where(np.isfinite(max_z) & ~no_data, max_z, np.nan),
+            "at_max_h": np.where(no_data, np.nan, take("at_max", at) * bh),
+            "bad_h": np.where(no_data & (bad_h == 0), np.nan, bad_h),
+        }
+
+    def _prefix(self, cube: Cube) -> dict[str, np.ndarray]:
+        if cube.prefix is not None:
+            return cube.prefix
+        k = np.arange(self.n_bins, dtype=float)[None, None, :]
+        valid = np.isfinite(cube.value)
+        v = np.where(valid, cube.value - self.center[None, :, None], 0.0)
+        with np.errstate(all="ignore"):
+            z = np.abs(cube.value - self.env_med[None]) / self.env_width[None]
+        z = np.where(valid & np.isfinite(z), z, -np.inf)
+        t = np.where(np.isfinite(cube.t_h), cube.t_h, -np.inf)
+        cube.prefix = {
+            "t": np.maximum.accumulate(t, axis=2),
+            "n": np.cumsum(valid, axis=2),
+            "s": np.cumsum(v, axis=2),
+            "ss": np.cumsum(v * v, axis=2),
+            "k": np.cumsum(valid * k, axis=2),
+            "kk": np.cumsum(valid * k * k, axis=2),
+            "kv": np.cumsum(v * k, axis=2),
+            "below": np.cumsum(valid & (cube.value < self.env_lo[None]), axis=2),
+            "above": np.cumsum(valid & (cube.value > self.env_hi[None]), axis=2),
+            "at_max": np.cumsum(valid & (cube.value >= self.sat_level[None, :, None]), axis=2),
+            "bad": np.cumsum(np.where(np.isfinite(cube.t_h), cube.bad, 0.0), axis=2),
+            "max_z": np.maximum.accumulate(z, axis=2),
+            "last_k": np.maximum.accumulate(np.where(valid, k, -1.0), axis=2).astype(int),
+        }
+        return cube.prefix
 
     def envelope_hours(self, features: pd.DataFrame) -> pd.Series:
         """The golden-batch rule's score: total hours outside the envelope, over all tags."""

@@ -285,3 +285,15 @@ def test_drift_flags_a_shifted_feature_and_not_the_training_data(history, traine
     table = psi_table(reference(X), shifted).set_index("feature")
     assert table.loc["ctx|media_potency", "psi"] > PSI_FLAG
     assert table.loc["ctx|media_potency", "flag"] == "drift"
+
+
+def test_running_sum_features_equal_the_direct_computation(history, trained):
+    model, _, _ = trained
+    f = model.featurizer
+    _, test = split_batches(history)
+    cube = f.cube(history, test[:60])
+    rng = np.random.default_rng(0)
+    for cut in (np.full(60, 3.0), rng.uniform(0, 1.1 * f.nominal_h, 60)):
+        fast, direct = f.stats(cube, cut), f.stats_direct(cube, cut)
+        for name, value in direct.items():
+            np.testing.assert_allclose(fast[name], value, rtol=1e-6, atol=1e-8, err_msg=name)
