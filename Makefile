@@ -41,6 +41,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/bench_historian.py
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_quality.py
+	$(BIN)/python benchmarks/bench_dashboard.py
 
 sample: $(STAMP)
 	$(BIN)/biotwin simulate --days 60 --seed 7 --sample-interval-min 10 --out sample_data/twin
