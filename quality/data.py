@@ -135,6 +135,24 @@ class BatchHistory:
     tag_names: dict[str, str] = field(default_factory=dict)
     duration_h: pd.Series | None = None
 
+    def index(self) -> tuple[dict, np.ndarray, list, dict]:
+        """Row positions of each batch, tag codes and names, and the columns as arrays.
+
+        Computed once per ``bins`` table (recomputed if ``bins`` is replaced), so that
+        cutting a few batches out of a long history costs look-ups, not string scans.
+        """
+        cached = getattr(self, "_index", None)
+        if cached is not None and cached[0] is self.bins:
+            return cached[1]
+        bins = self.bins
+        rows = pd.Series(np.arange(len(bins))).groupby(bins["batch_id"].to_numpy()).indices
+        codes, names = pd.factorize(bins["tag"], sort=False)
+        columns = {c: bins[c].to_numpy(dtype=float) for c in ("value", "t_h", "sd", "bad")}
+        columns["bin"] = bins["bin"].to_numpy(dtype=np.int64)
+        result = (rows, codes, list(names), columns)
+        self._index = (bins, result)
+        return result
+
     def subset(self, batch_ids) -> BatchHistory:
         """The same history restricted to ``batch_ids``."""
         ids = pd.Index(batch_ids)

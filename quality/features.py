@@ -107,16 +107,23 @@ class BatchFeaturizer:
         t_h = np.full(shape, np.inf)
         sd = np.full(shape, np.nan)
         bad = np.zeros(shape)
-        bins = history.bins
-        bins = bins[bins["batch_id"].isin(ids) & (bins["bin"] < self.n_bins)]
-        i = ids.get_indexer(bins["batch_id"])
-        j = pd.Index(self.tags).get_indexer(bins["tag"])
-        ok = (i >= 0) & (j >= 0)
-        i, j, k = i[ok], j[ok], bins["bin"].to_numpy()[ok]
-        value[i, j, k] = bins["value"].to_numpy(dtype=float)[ok]
-        t_h[i, j, k] = bins["t_h"].to_numpy(dtype=float)[ok]
-        sd[i, j, k] = bins["sd"].to_numpy(dtype=float)[ok]
-        bad[i, j, k] = bins["bad"].to_numpy(dtype=float)[ok]
+        rows, codes, names, col = history.index()
+        parts = [rows[b] for b in ids if b in rows]
+        take = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        owner = (
+            np.concatenate([np.full(len(rows[b]), n) for n, b in enumerate(ids) if b in rows])
+            if parts
+            else np.zeros(0, dtype=np.int64)
+        )
+        tag_of_code = pd.Index(self.tags).get_indexer(names)
+        j = tag_of_code[codes[take]] if len(names) else np.zeros(0, dtype=np.int64)
+        k = col["bin"][take]
+        ok = (j >= 0) & (k < self.n_bins)
+        i, j, k, take = owner[ok], j[ok], k[ok], take[ok]
+        value[i, j, k] = col["value"][take]
+        t_h[i, j, k] = col["t_h"][take]
+        sd[i, j, k] = col["sd"][take]
+        bad[i, j, k] = col["bad"][take]
         return Cube(ids=ids, value=value, t_h=t_h, sd=sd, bad=bad)
 
     # ------------------------------------------------------------------ features
