@@ -127,6 +127,12 @@ class BatchFeaturizer:
         return Cube(ids=ids, value=value, t_h=t_h, sd=sd, bad=bad)
 
     # ------------------------------------------------------------------ features
+    def _stat_mask(self) -> np.ndarray:
+        mask = np.ones((len(self.tags), len(STATS)), dtype=bool)
+        mask[self.is_state] = False
+        mask[self.is_state, STATS.index("last")] = True
+        return mask
+
     def feature_names(self) -> list[str]:
         """Column names of :meth:`transform`, in order."""
         names = ["progress", "elapsed_h"]
@@ -152,15 +158,19 @@ class BatchFeaturizer:
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
         cut = progress * self.nominal_h
         stats = self.stats(cube, cut)
-        columns: dict[str, np.ndarray] = {"progress": progress, "elapsed_h": cut}
-        for j, (tag, state) in enumerate(zip(self.tags, self.is_state, strict=True)):
-            for s in ("last",) if state else STATS:
-                columns[f"{tag}|{s}"] = stats[s][:, j]
-        frame = pd.DataFrame(columns, index=ids)
+        # one float block in feature_names() order (tag-major, STATS order; state tags:
+        # last only), then the categorical context columns
+        block = np.stack([stats[name] for name in STATS], axis=2)[:, self._stat_mask()]
         ctx = history.outcomes.reindex(ids)
-        for col in self.context_numeric:
-            values = ctx[col] if col in ctx else pd.Series(np.nan, index=ids)
-            frame[f"ctx|{col}"] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        numeric = [
+            pd.to_numeric(ctx[col], errors="coerce").to_numpy(dtype=float)
+            if col in ctx
+            else np.full(len(ids), np.nan)
+            for col in self.context_numeric
+        ]
+        data = np.column_stack([progress, cut, block, *numeric])
+        names = self.feature_names()[: data.shape[1]]
+        frame = pd.DataFrame(data, index=ids, columns=names)
         for col, cats in self.context_categories.items():
             values = ctx[col].astype("string") if col in ctx else pd.Series(pd.NA, index=ids)
             values = values.where(values.isin(cats))  # unseen categories become missing
@@ -222,8 +232,11 @@ class BatchFeaturizer:
         m = (p["t"] <= np.asarray(cut, dtype=float)[:, None, None]).sum(axis=2)
         at = m - 1
 
+        n_b, n_t, n_k = cube.value.shape
+        base = np.arange(n_b * n_t).reshape(n_b, n_t) * n_k
+
         def take(name: str, index: np.ndarray) -> np.ndarray:
-            x = np.take_along_axis(p[name], np.maximum(index, 0)[..., None], axis=2)[..., 0]
+            x = p[name].reshape(-1)[base + np.maximum(index, 0)]
             return np.where(index >= 0, x, 0)
 
         bh = self.bin_h
@@ -232,7 +245,7 @@ class BatchFeaturizer:
             mean_c = take("s", at) / n
             var = np.maximum(take("ss", at) / n - mean_c**2, 0.0)
             last_k = np.where(at >= 0, take("last_k", at), -1)
-            last = np.take_along_axis(cube.value, np.maximum(last_k, 0)[..., None], 2)[..., 0]
+            last = cube.value.reshape(-1)[base + np.maximum(last_k, 0)]
             lo = last_k - SLOPE_BINS
             w = {q: take(q, last_k) - take(q, lo) for q in ("n", "k", "kk", "s", "kv")}
             den = w["n"] * w["kk"] - w["k"] ** 2
