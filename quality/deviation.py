@@ -226,7 +226,7 @@ class DeviationModel:
             progress = np.clip(seen / self.featurizer.nominal_h, 0.0, 1.0)
             progress = np.where(np.isfinite(progress), progress, 0.0)
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
-        X = self.featurizer.transform(history, ids, progress, cube)[self.features]
+        X = self.featurizer.transform(history, ids, progress, cube, once=True)[self.features]
         out = pd.DataFrame(index=ids)
         out.index.name = "batch_id"
         out["progress"] = progress

@@ -143,9 +143,18 @@ class BatchFeaturizer:
         return names
 
     def transform(
-        self, history: BatchHistory, batch_ids, progress, cube: Cube | None = None
+        self,
+        history: BatchHistory,
+        batch_ids,
+        progress,
+        cube: Cube | None = None,
+        *,
+        once: bool = False,
     ) -> pd.DataFrame:
         """Feature table at ``progress`` (a fraction, or one per batch) of the nominal duration.
+
+        ``once=True`` says the cube will not be cut again (scoring): the statistics are then
+        computed directly instead of from running sums (same values, tested).
 
         Returns
         -------
@@ -157,7 +166,10 @@ class BatchFeaturizer:
         cube = cube if cube is not None else self.cube(history, ids)
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
         cut = progress * self.nominal_h
-        stats = self.stats(cube, cut)
+        # one cut-off per cube: a direct pass is cheaper than building the running sums
+        stats = (
+            self.stats_direct(cube, cut) if once and cube.prefix is None else self.stats(cube, cut)
+        )
         # one float block in feature_names() order (tag-major, STATS order; state tags:
         # last only), then the categorical context columns
         block = np.stack([stats[name] for name in STATS], axis=2)[:, self._stat_mask()]
