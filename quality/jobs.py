@@ -27,6 +27,8 @@ from quality.service import train_deviation, train_maintenance
 
 __all__ = [
     "TRAINING_DAYS",
+    "asset_score_frame",
+    "batch_score_frame",
     "ensure_training_data",
     "score_twin",
     "train_all",
@@ -120,31 +122,10 @@ def score_twin(
     scores = dev.predict(history, open_ids).reset_index()
     unit = pd.read_parquet(twin_dir / "batches.parquet").set_index("batch_id")["production_unit"]
     scores.insert(1, "unit", scores["batch_id"].map(unit))
-    scores = scores.rename(
-        columns={
-            "titer_g_per_l_pred": "titer_pred",
-            "titer_g_per_l_lo": "titer_lo",
-            "titer_g_per_l_hi": "titer_hi",
-        }
-    )
-    scores["model_version"] = dev_meta["version"]
-    scores["scored_at"] = now
+    scores = batch_score_frame(scores, dev_meta, now)
     runs = run_history_from_twin(twin_dir)
-    assets = mnt.predict(runs)
     horizon_days = mnt.horizon / 24
-    asset_scores = pd.DataFrame(
-        {
-            "asset": assets["asset"],
-            "unit": assets["asset"].str.split("/").str[0],
-            "p_fail_7d": assets["p_fail"],
-            "rul_h": assets["rul"],
-            "rul_lo_h": assets["rul_lo"],
-            "rul_hi_h": assets["rul_hi"],
-            "reasons": assets["reasons"],
-            "model_version": mnt_meta["version"],
-            "scored_at": now,
-        }
-    )
+    asset_scores = asset_score_frame(mnt.predict(runs), mnt_meta, now)
     if horizon_days != 7:
         logger.warning(
             "maintenance horizon is %.1f days; p_fail_7d holds that horizon", horizon_days
@@ -163,6 +144,35 @@ def write_drift(out_dir: Path, now: pd.Timestamp, X: pd.DataFrame, meta: dict) -
     tmp.write_text(json.dumps(drift, indent=2, default=str))
     os.replace(tmp, out_dir / "drift.json")
     return drift
+
+
+def batch_score_frame(scores: pd.DataFrame, meta: dict, now: pd.Timestamp) -> pd.DataFrame:
+    """Deviation predictions as scores/batch_scores.parquet rows (docs/quality.md)."""
+    scores = scores.rename(
+        columns={
+            "titer_g_per_l_pred": "titer_pred",
+            "titer_g_per_l_lo": "titer_lo",
+            "titer_g_per_l_hi": "titer_hi",
+        }
+    )
+    return scores.assign(model_version=meta["version"], scored_at=now)
+
+
+def asset_score_frame(assets: pd.DataFrame, meta: dict, now: pd.Timestamp) -> pd.DataFrame:
+    """Maintenance predictions as scores/asset_scores.parquet rows (docs/quality.md)."""
+    return pd.DataFrame(
+        {
+            "asset": assets["asset"],
+            "unit": assets["asset"].str.split("/").str[0],
+            "p_fail_7d": assets["p_fail"],
+            "rul_h": assets["rul"],
+            "rul_lo_h": assets["rul_lo"],
+            "rul_hi_h": assets["rul_hi"],
+            "reasons": assets["reasons"],
+            "model_version": meta["version"],
+            "scored_at": now,
+        }
+    )
 
 
 def _drift(X: pd.DataFrame, meta: dict) -> dict:

@@ -33,7 +33,7 @@ from quality.data import (
     _finish_runs,
 )
 from quality.errors import InputError
-from quality.jobs import write_drift, write_parquet
+from quality.jobs import asset_score_frame, batch_score_frame, write_drift, write_parquet
 from quality.registry import Registry
 
 __all__ = [
@@ -225,30 +225,9 @@ def score_historian(store: Path, registry: Registry, out_dir: Path, config=None)
     ctx = historian.batch_context()
     last_unit = ctx.sort_values("start_time").groupby("batch_id")["unit"].last()
     scores.insert(1, "unit", scores["batch_id"].map(last_unit))
-    scores = scores.rename(
-        columns={
-            "titer_g_per_l_pred": "titer_pred",
-            "titer_g_per_l_lo": "titer_lo",
-            "titer_g_per_l_hi": "titer_hi",
-        }
-    )
-    scores["model_version"] = dev_meta["version"]
-    scores["scored_at"] = now
+    scores = batch_score_frame(scores, dev_meta, now)
     runs = run_history_from_historian(historian, config)
-    assets = mnt.predict(runs)
-    asset_scores = pd.DataFrame(
-        {
-            "asset": assets["asset"],
-            "unit": assets["asset"].str.split("/").str[0],
-            "p_fail_7d": assets["p_fail"],
-            "rul_h": assets["rul"],
-            "rul_lo_h": assets["rul_lo"],
-            "rul_hi_h": assets["rul_hi"],
-            "reasons": assets["reasons"],
-            "model_version": mnt_meta["version"],
-            "scored_at": now,
-        }
-    )
+    asset_scores = asset_score_frame(mnt.predict(runs), mnt_meta, now)
     write_parquet(scores, out_dir / "batch_scores.parquet")
     write_parquet(asset_scores, out_dir / "asset_scores.parquet")
     # drift: the open batches past half-way, at 50 %, against the training reference

@@ -259,3 +259,28 @@ def test_evaluate_writes_a_report_on_independent_history(tmp_path, twin_dir, tra
         "maintenance_roc.png",
     ):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
+
+
+def test_score_a_twin_history_with_drift(tmp_path, twin_dir, trained, maint):
+    ensure_demo_users(tmp_path / "users.toml")
+    reg = Registry(tmp_path / "models")
+    for model, meta, _ in (trained, maint):
+        reg.approve(
+            reg.register(model, meta),
+            user="qa",
+            password="qa-demo",
+            reason="test",
+            users_file=tmp_path / "users.toml",
+        )
+    result = invoke("score", "--twin", twin_dir, "--data-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    batches = pd.read_parquet(tmp_path / "scores" / "batch_scores.parquet")
+    status = pd.read_parquet(twin_dir / "batches.parquet").set_index("batch_id")["status"]
+    assert set(batches["batch_id"]) == set(status.index[status.isin(["in_progress", "qc"])])
+    assert {"titer_pred", "titer_lo", "titer_hi"} <= set(batches.columns)
+    assets = pd.read_parquet(tmp_path / "scores" / "asset_scores.parquet")
+    assert len(assets) == 21 and (assets["rul_lo_h"] <= assets["rul_h"]).all()
+    import json
+
+    drift = json.loads((tmp_path / "scores" / "drift.json").read_text())["deviation"]
+    assert drift["features_drifting"] <= drift["features_checked"]
