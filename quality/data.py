@@ -426,6 +426,7 @@ def batch_history_from_twin(run_dir: str | Path, bin_h: float = 1.0) -> BatchHis
         out[col] = batches[col].astype(float)
     for col in TWIN_CONTEXT:
         out[col] = batches[col]
+    out["onset_h"] = _first_onset_h(run_dir, batches)
     duration = (batches["filled_time"] - batches["start_time"]).dt.total_seconds() / 3600
     return BatchHistory(
         bins=bins,
@@ -436,6 +437,23 @@ def batch_history_from_twin(run_dir: str | Path, bin_h: float = 1.0) -> BatchHis
         tag_names=names,
         duration_h=duration,
     )
+
+
+def _first_onset_h(run_dir: Path, batches: pd.DataFrame) -> pd.Series:
+    """Hours from each batch's start to the onset of its first deviation (NaN: none).
+
+    Ground truth only a simulator knows; evaluation uses it to say how many deviating
+    batches had a deviation under way at each cut-off. It is never a feature.
+    """
+    path = run_dir / "deviations.parquet"
+    if not path.exists():
+        return pd.Series(np.nan, index=batches.index)
+    devs = pd.read_parquet(path, columns=["batch_id", "onset_time"])
+    first = devs.groupby("batch_id")["onset_time"].min().reindex(batches.index)
+    start = batches["start_time"]
+    if first.dt.tz is not None and start.dt.tz is None:
+        start = start.dt.tz_localize(first.dt.tz)
+    return (first - start).dt.total_seconds() / 3600
 
 
 def _twin_asset_ages(

@@ -35,6 +35,14 @@ def _deviation(tmp: Path, metrics: dict, version: str) -> list[str]:
     lines = [f"## Batch deviation model `{version}`", ""]
     lines += ["Held-out batches (later in time than every training batch).", ""]
     lines += [markdown_table(metrics["by_progress"]), ""]
+    if any("onset_oracle_auc" in r for r in metrics["by_progress"]):
+        lines += [
+            "Twin data: `positives_started` counts the deviating batches with a deviation "
+            "already under way at the cut-off (simulator truth, never a feature); "
+            "`onset_oracle_auc` is the AUC of a perfect detector of started deviations. "
+            "A model above it foresees deviations before their onset.",
+            "",
+        ]
     if "class_accuracy_at_100%" in metrics:
         lines += [f"Deviation class accuracy at 100 %: {metrics['class_accuracy_at_100%']:.3f}", ""]
     preds = metrics["_predictions"]

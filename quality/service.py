@@ -126,6 +126,11 @@ def evaluate_deviation(
     y = history.outcomes.loc[ids, "label"].astype(bool).to_numpy()
     per_p, predictions, calibration = [], [], []
     cube = model.featurizer.cube(history, ids)
+    onset = (
+        history.outcomes.loc[ids, "onset_h"].to_numpy(dtype=float)
+        if "onset_h" in history.outcomes
+        else None
+    )
     for p in progress:
         X = model.featurizer.transform(history, ids, p, cube)
         score = model.predict_proba(X[model.features])
@@ -141,6 +146,10 @@ def evaluate_deviation(
             "flagged_share": float(np.mean(score >= FLAG_THRESHOLD)),
             "recall_at_0.5": float(np.mean(score[y] >= FLAG_THRESHOLD)) if y.any() else None,
         }
+        if onset is not None:  # simulator truth: deviations already under way at p
+            started = onset <= p * model.featurizer.nominal_h
+            row["positives_started"] = int(np.sum(started & y))
+            row["onset_oracle_auc"] = _auc(y, started.astype(float))
         for col in model.cqa_cols:
             truth = history.outcomes.loc[ids, col].to_numpy(dtype=float)
             ok = np.isfinite(truth)

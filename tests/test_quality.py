@@ -55,6 +55,27 @@ def test_deviation_model_ranks_held_out_batches_and_beats_the_envelope_rule(trai
     assert meta["metrics"]["headline"]["auc_p50"] == at[0.5]["roc_auc"]
 
 
+def test_onset_oracle_counts_deviations_under_way_from_the_simulator_truth(twin_dir, trained):
+    model, _, metrics = trained
+    at = _by_p(metrics)
+    devs = pd.read_parquet(twin_dir / "deviations.parquet")
+    batches = pd.read_parquet(twin_dir / "batches.parquet").set_index("batch_id")
+    test_ids = metrics["_predictions"]["batch_id"].unique()
+    first = devs.groupby("batch_id")["onset_time"].min().reindex(test_ids)
+    start = batches.loc[test_ids, "start_time"]
+    hours = (first - start).dt.total_seconds().to_numpy() / 3600
+    label = metrics["_predictions"].drop_duplicates("batch_id").set_index("batch_id")["label"]
+    for p in (0.25, 0.5, 1.0):
+        started = hours <= p * model.featurizer.nominal_h
+        assert at[p]["positives_started"] == int((started & label[test_ids].to_numpy()).sum())
+    # an onset is a deviation: every batch with one is labelled
+    assert not (np.isfinite(hours) & ~label[test_ids].to_numpy()).any()
+    assert at[0.25]["positives_started"] < at[0.5]["positives_started"] <= at[1.0]["positives"]
+    # before production starts few deviations are under way; lot attributes and wear odds
+    # let the model rank better than a perfect detector of started deviations
+    assert at[0.25]["roc_auc"] > at[0.25]["onset_oracle_auc"]
+
+
 def test_probabilities_are_calibrated_on_held_out_batches(trained):
     _, _, metrics = trained
     preds = metrics["_predictions"]
