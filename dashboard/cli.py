@@ -26,8 +26,10 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "twin"
 
 
 def _streamlit_command(port: int) -> list[str]:
+    """``streamlit run dashboard/app.py`` with its imports done before the server listens
+    (dashboard/serve.py)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        sys.executable, "-m", "dashboard.serve",
         "--server.address", "127.0.0.1", "--server.port", str(port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip

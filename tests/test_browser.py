@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import pytest
 from connectors.historian import Historian
 from connectors.security import ensure_demo_users
 from connectors.twin_import import import_simulation
+from dashboard.cli import _streamlit_command
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -63,21 +63,7 @@ def serve(store: Path):
     """A fresh Streamlit server of the command center on a free port; yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "dashboard" / "app.py"),
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
+        _streamlit_command(port),  # what `biotwin dashboard` runs (dashboard/serve.py)
         env={**os.environ, "BIOTWIN_DATA_DIR": str(store)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
