@@ -20,7 +20,7 @@ from connectors.historian import Historian
 from twin.config import PlantConfig
 from twin.state import AssetState, BatchState, PlantState
 
-__all__ = ["availability", "data_dir", "live_state", "unit_status"]
+__all__ = ["availability", "data_dir", "live_state", "plant_now", "unit_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,19 +30,35 @@ def data_dir() -> Path:
     return Path(os.environ.get("BIOTWIN_DATA_DIR", "var"))
 
 
-def _now(ctx: pd.DataFrame, historian: Historian | None = None) -> pd.Timestamp:
+def _now(
+    ctx: pd.DataFrame, historian: Historian | None = None, tags: pd.DataFrame | None = None
+) -> pd.Timestamp:
     """The plant's 'now': the newest sample in the historian (live or replayed data),
-    else the newest batch-context start."""
-    if historian is not None:
-        last = historian.tags()["last_time"]
+    else the newest batch-context start. ``tags``: ``historian.tags()`` if already read."""
+    if tags is None and historian is not None:
+        tags = historian.tags()
+    if tags is not None:
+        last = tags["last_time"]
         if last.notna().any():
             return pd.Timestamp(last.max())
     return ctx["start_time"].max() if len(ctx) else pd.Timestamp.now(tz="UTC")
 
 
-def unit_status(historian: Historian, config: PlantConfig, at=None) -> pd.DataFrame:
-    """One row per unit: state, batch_id, phase, since (at ``at``, default: the latest time)."""
-    ctx = historian.batch_context()
+def plant_now(ctx: pd.DataFrame, tags: pd.DataFrame) -> pd.Timestamp:
+    """The plant's 'now' from the historian's batch context and ``tags()``, already read
+    (what :func:`unit_status` and :func:`availability` use by default)."""
+    return _now(ctx, tags=tags)
+
+
+def unit_status(
+    historian: Historian, config: PlantConfig, at=None, *, ctx: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per unit: state, batch_id, phase, since (at ``at``, default: the latest time).
+
+    ``ctx``: the historian's batch context if already read (a page showing several of
+    these reads it once).
+    """
+    ctx = historian.batch_context() if ctx is None else ctx
     now = pd.Timestamp(at) if at is not None else _now(ctx, historian)
     rows = []
     for unit in config.units:
@@ -67,10 +83,18 @@ def unit_status(historian: Historian, config: PlantConfig, at=None) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def availability(historian: Historian, config: PlantConfig, days: float = 7.0) -> pd.DataFrame:
-    """Per unit over the last ``days``: share running (utilization) and not down."""
-    ctx = historian.batch_context()
-    end = _now(ctx, historian)
+def availability(
+    historian: Historian,
+    config: PlantConfig,
+    days: float = 7.0,
+    *,
+    ctx: pd.DataFrame | None = None,
+    now=None,
+) -> pd.DataFrame:
+    """Per unit over the last ``days`` (up to ``now``, default: the latest time): share
+    running (utilization) and not down. ``ctx``: the batch context if already read."""
+    ctx = historian.batch_context() if ctx is None else ctx
+    end = pd.Timestamp(now) if now is not None else _now(ctx, historian)
     start = end - pd.Timedelta(days=days)
     span = (end - start).total_seconds()
     out = []

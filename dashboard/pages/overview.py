@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dashboard.plant import availability, unit_status
+from dashboard.plant import availability, plant_now, unit_status
 from dashboard.session import config, historian, leave_pages_directory_mode
 
 leave_pages_directory_mode()  # see dashboard/session.py
@@ -25,7 +25,9 @@ st.title("Plant overview")
 def live() -> None:
     plant = config()
     h = historian()
-    status = unit_status(h, plant)
+    ctx, tags = h.batch_context(), h.tags()  # read once for the status, table and tags
+    now = plant_now(ctx, tags)
+    status = unit_status(h, plant, now, ctx=ctx)
     if status["since"].isna().all():
         st.info(
             "The historian has no batch context yet. Start `biotwin up`, or load history with "
@@ -35,7 +37,7 @@ def live() -> None:
     counts = status["state"].value_counts()
     for col, state in zip(cols, ("running", "idle", "cip", "repair"), strict=True):
         col.metric(f"units {state}", int(counts.get(state, 0)))
-    avail = availability(h, plant, days=7)
+    avail = availability(h, plant, days=7, ctx=ctx, now=now)
     table = status.merge(avail, on="unit")
     st.dataframe(
         table,
@@ -47,7 +49,6 @@ def live() -> None:
             "availability": st.column_config.NumberColumn("availability (7 d)", format="%.3f"),
         },
     )
-    tags = h.tags()
     if len(tags) and tags["last_time"].notna().any():
         end = pd.Timestamp(tags["last_time"].max())
         wanted = []
