@@ -195,6 +195,12 @@ def _bucket_width(resample: str) -> pd.Timedelta:
     return width
 
 
+def _ns(times: pd.Series) -> np.ndarray:
+    """UTC timestamps as int64 nanoseconds (for sorted searches)."""
+    naive = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return naive.to_numpy(dtype="datetime64[ns]").view("int64")
+
+
 class Historian:
     """The store of time series and batch context (see the module docstring).
 
@@ -675,35 +681,86 @@ class Historian:
             If the batch has no context records.
         """
         ctx = self.batch_context()
-        ctx = ctx[ctx["batch_id"] == batch_id]
-        if ctx.empty:
+        if not (ctx["batch_id"] == batch_id).any():
             raise HistorianError(f"batch_id: no batch context stored for {batch_id!r}")
-        if (ctx["state"] == "running").any():
-            ctx = ctx[ctx["state"] == "running"]
+        out = self.batches_series([batch_id], tags, context=ctx)
+        return out.drop(columns="batch_id").reset_index(drop=True)
+
+    def batches_series(
+        self,
+        batch_ids: Iterable[str],
+        tags: Iterable[str] | None = None,
+        *,
+        context: pd.DataFrame | None = None,
+        window_days: float = 14.0,
+    ) -> pd.DataFrame:
+        """:meth:`batch_series` of many batches at once, with a ``batch_id`` column.
+
+        The batch context is read once and each unit's tags are read once per ``window``
+        of batch intervals (not once per batch), so a year of batches takes a few queries
+        per unit. Batches without context records are absent from the result.
+
+        Parameters
+        ----------
+        batch_ids : iterable of str
+        tags : iterable of str, optional
+            Only these tags (default: all of the units' tags).
+        context : pandas.DataFrame, optional
+            :meth:`batch_context` already read by the caller.
+        window_days : float
+            Longest span of batch intervals read by one query.
+        """
+        ctx = self.batch_context() if context is None else context
+        ctx = ctx[ctx["batch_id"].isin(set(batch_ids))]
+        running = ctx.groupby("batch_id")["state"].transform(lambda s: (s == "running").any())
+        ctx = ctx[~running | (ctx["state"] == "running")]
         meta = self._read_tags()
         wanted = None if tags is None else set([tags] if isinstance(tags, str) else tags)
         now = pd.Timestamp.now(tz="UTC")
+        columns = ["batch_id", *ROW_SCHEMA.names, "unit", "phase", "batch_time_h"]
+        window = pd.Timedelta(days=window_days)
         parts = []
         for unit, records in ctx.groupby("unit", sort=True):
-            records = records.sort_values("start_time")
             unit_tags = sorted(meta.loc[meta["unit"] == unit, "tag"])
             if wanted is not None:
                 unit_tags = [t for t in unit_tags if t in wanted]
             if not unit_tags:
                 continue
-            begin = records["start_time"].iloc[0]
-            finish = records["end_time"].max() if records["end_time"].notna().all() else now
-            data = self.query(unit_tags, begin, finish + pd.Timedelta(microseconds=1))
-            starts = records["start_time"].to_numpy()
-            idx = np.searchsorted(starts, data["time"].to_numpy(), side="right") - 1
-            data["unit"] = unit
-            data["phase"] = records["phase"].to_numpy()[np.maximum(idx, 0)]
-            data["batch_time_h"] = (data["time"] - begin) / pd.Timedelta(hours=1)
-            parts.append(data)
+            spans = []  # (begin, finish, records) per batch on this unit, by begin
+            for _, recs in records.groupby("batch_id", sort=False):
+                recs = recs.sort_values("start_time")
+                finish = recs["end_time"].max() if recs["end_time"].notna().all() else now
+                spans.append((recs["start_time"].iloc[0], finish, recs))
+            spans.sort(key=lambda item: item[0])
+            i = 0
+            while i < len(spans):
+                j, lo, hi = i, spans[i][0], spans[i][1]
+                while j + 1 < len(spans) and max(hi, spans[j + 1][1]) - lo <= window:
+                    j += 1
+                    hi = max(hi, spans[j][1])
+                data = self.query(unit_tags, lo, hi + pd.Timedelta(microseconds=1))
+                times = _ns(data["time"])
+                for begin, finish, recs in spans[i : j + 1]:
+                    inside = (times >= begin.value) & (times <= finish.value)
+                    if not inside.any():
+                        continue
+                    rows = data[inside].copy()
+                    idx = np.searchsorted(_ns(recs["start_time"]), times[inside], side="right") - 1
+                    rows.insert(0, "batch_id", recs["batch_id"].iloc[0])
+                    rows["unit"] = unit
+                    rows["phase"] = recs["phase"].to_numpy()[np.maximum(idx, 0)]
+                    rows["batch_time_h"] = (rows["time"] - begin) / pd.Timedelta(hours=1)
+                    parts.append(rows)
+                i = j + 1
         if not parts:
-            return empty(ROW_SCHEMA).assign(
+            frame = empty(ROW_SCHEMA).assign(
                 unit=pd.Series(dtype=str),
                 phase=pd.Series(dtype=str),
                 batch_time_h=pd.Series(dtype="float64"),
             )
-        return pd.concat(parts, ignore_index=True)
+            frame.insert(0, "batch_id", pd.Series(dtype=str))
+            return frame[columns]
+        out = pd.concat(parts, ignore_index=True)
+        return out.sort_values(["batch_id", "unit", "tag", "time"], kind="stable")[
+            columns
+        ].reset_index(drop=True)

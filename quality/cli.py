@@ -84,11 +84,46 @@ def train(
     days: Annotated[
         float, typer.Option(help="Days of history to simulate when none exists.")
     ] = 730,
+    outcomes: Annotated[
+        Path | None,
+        typer.Option(
+            help="Batch outcomes (QA / LIMS, CSV or Parquet): train the deviation model on "
+            "the historian's trajectories joined to them, instead of twin output.",
+            dir_okay=False,
+        ),
+    ] = None,
+    batch_col: Annotated[str, typer.Option(help="With --outcomes: batch id column.")] = (
+        "batch_id"
+    ),
+    label_col: Annotated[str, typer.Option(help="With --outcomes: label column (0/1).")] = (
+        "label"
+    ),
+    class_col: Annotated[
+        str | None, typer.Option(help="With --outcomes: deviation class column.")
+    ] = None,
+    cqa_col: Annotated[
+        list[str] | None, typer.Option(help="With --outcomes: CQA columns (repeat).")
+    ] = None,
+    context_col: Annotated[
+        list[str] | None,
+        typer.Option(help="With --outcomes: context known at start, e.g. lot attributes."),
+    ] = None,
 ) -> None:
-    """Train both model families on twin history and register them (not yet approved)."""
+    """Train both model families on twin history and register them (not yet approved).
+
+    With --outcomes, the deviation model is trained on the historian of the store instead
+    (what the ingest collected), labelled by the outcomes table.
+    """
     from quality.jobs import ensure_training_data, train_all
 
     store = _data_dir(data_dir)
+    if outcomes is not None:
+        if twin is not None:
+            _fail(ValueError("--twin and --outcomes: choose one source (twin or historian)"))
+        _train_from_historian(
+            store, outcomes, seed, batch_col, label_col, class_col, cqa_col, context_col
+        )
+        return
     try:
         with console.status("preparing training history...") as status:
             source = twin or ensure_training_data(store, days=days)
@@ -120,6 +155,48 @@ def train(
     console.print(
         f"registered in {store / 'models'}; approve with "
         f"`biotwin models approve VERSION --user QA_USER --reason ...`"
+    )
+
+
+def _train_from_historian(
+    store: Path, outcomes, seed, batch_col, label_col, class_col, cqa_col, context_col
+) -> None:
+    from connectors.historian import Historian, HistorianError
+    from quality.data import read_table
+    from quality.live import training_history_from_historian
+    from quality.service import train_deviation
+    from twin.config import load_config
+
+    if not (store / "historian").exists():
+        _fail(FileNotFoundError(f"historian: nothing stored under {store / 'historian'}"))
+    try:
+        with console.status("reading batch trajectories from the historian...") as status:
+            history = training_history_from_historian(
+                Historian(store / "historian"),
+                load_config(),
+                read_table(outcomes, "outcomes"),
+                batch_col=batch_col,
+                label_col=label_col,
+                class_col=class_col,
+                cqa_cols=cqa_col,
+                context_cols=context_col,
+            )
+            status.update("training the deviation model")
+            model, meta, metrics = train_deviation(
+                history, seed=seed, source=f"historian {store / 'historian'} + {outcomes}"
+            )
+            version = _registry(store).register(model, meta)
+    except (QualityError, HistorianError, OSError) as exc:
+        _fail(exc)
+    rows = [
+        {k: r.get(k) for k in ("progress", "n", "positives", "roc_auc", "envelope_rule_auc")}
+        for r in metrics["by_progress"]
+    ]
+    console.print(_metrics_table(f"{version}: held-out (later) batches", rows))
+    console.print(
+        f"registered in {store / 'models'} (the maintenance model is not retrained: "
+        "fit it on run-to-failure data with `biotwin maintenance fit`); approve with "
+        "`biotwin models approve VERSION --user QA_USER --reason ...`"
     )
 
 

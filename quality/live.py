@@ -26,11 +26,14 @@ import pandas as pd
 
 from quality.data import (
     BIN_COLUMNS,
+    MIN_BATCHES,
     BatchHistory,
     RunHistory,
     _bin,
     _characteristic_ages,
     _finish_runs,
+    _labels_allow_missing,
+    _require,
 )
 from quality.errors import InputError
 from quality.jobs import asset_score_frame, batch_score_frame, write_drift, write_parquet
@@ -41,6 +44,7 @@ __all__ = [
     "batch_history_from_historian",
     "run_history_from_historian",
     "score_historian",
+    "training_history_from_historian",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,60 +83,90 @@ def _plant_maps(config):
 
 
 def batch_history_from_historian(
-    historian, config, *, open_days: float = OPEN_DAYS, bin_h: float = 1.0
+    historian,
+    config,
+    *,
+    open_days: float = OPEN_DAYS,
+    bin_h: float = 1.0,
+    batch_ids=None,
 ) -> BatchHistory:
-    """Open batches (first seen within ``open_days`` of the latest context) as a history."""
-    ctx = historian.batch_context()
-    ctx = ctx[ctx["batch_id"].notna() & (ctx["state"] == "running")]
+    """Batches of the historian as a history, without labels.
+
+    By default the open batches (first seen within ``open_days`` of the latest context);
+    with ``batch_ids``, those of them the historian has context for.
+    """
+    stored = historian.batch_context()
+    ctx = stored[stored["batch_id"].notna() & (stored["state"] == "running")]
     if ctx.empty:
         raise InputError("historian: no batch context stored yet (is the ingest running?)")
     latest = ctx["start_time"].max()
     first = ctx.groupby("batch_id")["start_time"].min()
-    open_ids = first.index[first >= latest - pd.Timedelta(days=open_days)]
+    if batch_ids is None:
+        open_ids = first.index[first >= latest - pd.Timedelta(days=open_days)]
+    else:
+        open_ids = first.index[first.index.isin(list(batch_ids))]
+        first = first[open_ids].sort_values()
+        open_ids = first.index
     unit_step, signal_of, meters = _plant_maps(config)
     pool = pd.Series(unit_step).dropna()
     pooled = set(pool[pool.map(pool.value_counts()) > 1].index)
     sole = [u for u in pool.index if u not in pooled]
     samples, ages = [], []
-    for batch_id in open_ids:
+    series = historian.batches_series(open_ids, context=stored)
+    if not series.empty:
+        step = series["unit"].map(unit_step)
+        sig = [signal_of.get((u, t)) for u, t in zip(series["unit"], series["tag"], strict=True)]
+        origin = series["batch_id"].map(first)
+        frame = pd.DataFrame(
+            {
+                "batch_id": series["batch_id"],
+                "tag": step + "." + pd.Series(sig, index=series.index, dtype=object),
+                "t_h": (series["time"] - origin).dt.total_seconds() / 3600,
+                "align_h": series["batch_time_h"].astype(float),
+                "value": series["value"].astype(float),
+                "bad": (series["quality"].astype(int) != 0) | series["value"].isna(),
+            }
+        ).dropna(subset=["tag"])
+        samples.append(frame[~frame["tag"].str.endswith(("_sp", "_hours"))])
+    # equipment ages: per unit, the hour meters of the route's units, read once per unit
+    plan: dict[str, list] = {}
+    mine_ctx = ctx[ctx["batch_id"].isin(open_ids)]
+    for batch_id, mine in mine_ctx.groupby("batch_id", sort=False):
         start = first[batch_id]
-        series = historian.batch_series(batch_id)
-        if not series.empty:
-            step = series["unit"].map(unit_step)
-            sig = [
-                signal_of.get((u, t)) for u, t in zip(series["unit"], series["tag"], strict=True)
-            ]
-            frame = pd.DataFrame(
-                {
-                    "batch_id": batch_id,
-                    "tag": step + "." + pd.Series(sig, index=series.index, dtype=object),
-                    "t_h": (series["time"] - start).dt.total_seconds() / 3600,
-                    "align_h": series["batch_time_h"].astype(float),
-                    "value": series["value"].astype(float),
-                    "bad": (series["quality"].astype(int) != 0) | series["value"].isna(),
-                }
-            ).dropna(subset=["tag"])
-            samples.append(frame[~frame["tag"].str.endswith(("_sp", "_hours"))])
-        entered = ctx[ctx["batch_id"] == batch_id].groupby("unit")["start_time"].min()
+        entered = mine.groupby("unit")["start_time"].min()
+        # a finished batch: equipment ages up to its end, not to the end of the store
+        until = mine["end_time"].max() if mine["end_time"].notna().all() else None
         route = {u: start for u in sole} | {u: t for u, t in entered.items() if u in pooled}
         for unit, since in route.items():
-            tags = [t for _, t in meters.get(unit, [])]
-            if not tags:
+            if meters.get(unit):
+                plan.setdefault(unit, []).append((batch_id, start, since, until))
+    for unit, items in plan.items():
+        tags = [t for _, t in meters[unit]]
+        lo = min(since for _, _, since, _ in items) - pd.Timedelta(hours=1)
+        ends = [until for *_, until in items]
+        hi = None if any(u is None for u in ends) else max(ends)
+        rows = historian.query(tags, start=lo, end=hi, resample="1h")
+        if rows.empty:
+            continue
+        name = {t: a for a, t in meters[unit]}
+        asset_tag = "asset." + unit_step[unit] + "." + rows["tag"].map(name) + ".age_h"
+        times = rows["time"]
+        for batch_id, start, since, until in items:
+            keep = times >= (since - pd.Timedelta(hours=1)).floor("1h")
+            if until is not None:
+                keep &= times < until
+            if not keep.any():
                 continue
-            rows = historian.query(tags, start=since - pd.Timedelta(hours=1), resample="1h")
-            if rows.empty:
-                continue
-            name = {t: a for a, t in meters[unit]}
             ages.append(
                 pd.DataFrame(
                     {
                         "batch_id": batch_id,
-                        "tag": "asset." + unit_step[unit] + "." + rows["tag"].map(name) + ".age_h",
+                        "tag": asset_tag[keep],
                         "t_h": np.maximum(
-                            (rows["time"] - start).dt.total_seconds() / 3600,
+                            (times[keep] - start).dt.total_seconds() / 3600,
                             (since - start).total_seconds() / 3600,
                         ),
-                        "value": rows["value"].astype(float),
+                        "value": rows.loc[keep, "value"].astype(float),
                     }
                 )
             )
@@ -155,6 +189,89 @@ def batch_history_from_historian(
     prod = ctx[ctx["unit"].isin(production)].groupby("batch_id")["unit"].first()
     out["production_unit"] = prod.reindex(open_ids).to_numpy()
     return BatchHistory(bins=bins, outcomes=out, bin_h=bin_h, context_cols=["production_unit"])
+
+
+def training_history_from_historian(
+    historian,
+    config,
+    outcomes: pd.DataFrame,
+    *,
+    batch_col: str,
+    label_col: str,
+    class_col: str | None = None,
+    cqa_cols: list[str] | None = None,
+    context_cols: list[str] | None = None,
+    bin_h: float = 1.0,
+    min_batches: int = MIN_BATCHES,
+) -> BatchHistory:
+    """Trajectories from the historian joined to outcomes from a file, for training.
+
+    The historian holds what OPC UA carries: no outcome. QA decisions and laboratory
+    results (the LIMS) come as a table, one row per batch: ``batch_col``, ``label_col``
+    (0/1 or true/false; empty for batches not yet decided), optionally the deviation class,
+    CQA columns and context known at the start (lot attributes). Batches of the table that
+    the historian does not know are reported and left out; batches of the historian
+    without a row are not read.
+
+    Raises
+    ------
+    InputError
+        Missing columns, bad labels or CQA types, duplicate batches, or fewer than
+        ``min_batches`` labelled batches found in the historian.
+    """
+    cqa_cols, context_cols = list(cqa_cols or []), list(context_cols or [])
+    _require(outcomes, [batch_col, label_col, *cqa_cols, *context_cols], "outcomes")
+    if class_col is not None:
+        _require(outcomes, [class_col], "outcomes")
+    out = outcomes.copy()
+    out[batch_col] = out[batch_col].astype(str)
+    dup = out[batch_col].duplicated()
+    if dup.any():
+        raise InputError(
+            f"outcomes.{batch_col}: one row per batch; {out.loc[dup, batch_col].iloc[0]!r} repeats"
+        )
+    out = out.set_index(batch_col)
+    known = historian.batch_context()["batch_id"].dropna().unique()
+    absent = out.index.difference(pd.Index(known))
+    if len(absent):
+        logger.warning(
+            "outcomes: %d of %d batches are not in the historian and are left out (e.g. %s)",
+            len(absent),
+            len(out),
+            ", ".join(map(str, absent[:3])),
+        )
+    ids = out.index.difference(absent)
+    if len(ids) == 0:
+        raise InputError(f"outcomes.{batch_col}: none of the batches is in the historian")
+    history = batch_history_from_historian(historian, config, bin_h=bin_h, batch_ids=ids)
+    rows = out.reindex(history.outcomes.index)
+    result = history.outcomes[["order", "production_unit"]].copy()
+    result["label"] = _labels_allow_missing(rows[label_col], f"outcomes.{label_col}")
+    result["dev_class"] = (
+        None if class_col is None else rows[class_col].astype("string").where(result["label"])
+    )
+    for col in cqa_cols:
+        if not pd.api.types.is_numeric_dtype(out[col]):
+            raise InputError(f"outcomes.{col}: CQA must be numeric; got dtype {out[col].dtype}")
+        result[col] = rows[col].astype(float)
+    for col in context_cols:
+        result[col] = rows[col]
+    labelled = int(result["label"].notna().sum())
+    if labelled < min_batches:
+        raise InputError(
+            f"outcomes.{label_col}: at least {min_batches} labelled batches with data in the "
+            f"historian are needed to fit; got {labelled}"
+        )
+    if result["label"].dropna().nunique() < 2:
+        raise InputError(f"outcomes.{label_col}: both outcomes (0 and 1) must occur to fit")
+    return BatchHistory(
+        bins=history.bins,
+        outcomes=result,
+        bin_h=bin_h,
+        cqa_cols=cqa_cols,
+        context_cols=["production_unit", *context_cols],
+        tag_names=history.tag_names,
+    )
 
 
 def run_history_from_historian(historian, config, *, days: float = 14.0) -> RunHistory:

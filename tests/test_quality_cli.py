@@ -284,3 +284,85 @@ def test_score_a_twin_history_with_drift(tmp_path, twin_dir, trained, maint):
 
     drift = json.loads((tmp_path / "scores" / "drift.json").read_text())["deviation"]
     assert drift["features_drifting"] <= drift["features_checked"]
+
+
+def _sample_outcomes(path, *, rename=None):
+    """QA / LIMS outcomes of the sample history as a user would export them."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "sample_data" / "twin"
+    b = pd.read_parquet(root / "batches.parquet")
+    done = b["status"].isin(["released", "rejected", "lost"])
+    bad = b["any_oos"].fillna(False).astype(bool) | (b["n_deviations"] > 0)
+    bad |= b["status"].eq("lost")
+    table = pd.DataFrame(
+        {
+            "lot": b["batch_id"],
+            "failed": bad.astype("Int64").where(done),  # empty: not decided yet
+            "potency": b["media_potency"],
+            "titer": b["titer_g_per_l"],
+        }
+    )
+    table.rename(columns=rename or {}).to_csv(path, index=False)
+    return root, table
+
+
+def test_train_the_deviation_model_from_the_historian_and_an_outcomes_file(tmp_path):
+    out = tmp_path / "outcomes.csv"
+    root, table = _sample_outcomes(out)
+    store = tmp_path / "store"
+    hist = Historian(store / "historian")
+    import_simulation(root, hist)
+    args = ["train", "--data-dir", store, "--outcomes", out, "--batch-col", "lot"]
+    args += ["--label-col", "failed", "--context-col", "potency", "--cqa-col", "titer"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "held-out (later) batches" in result.output
+    versions = Registry(store / "models").versions()
+    assert len(versions) == 1 and versions["family"].iloc[0] == "deviation"
+    meta = Registry(store / "models").meta(versions["version"].iloc[0])
+    assert "historian" in meta["training_data"]["source"]
+    stored = set(hist.batch_context()["batch_id"])
+    labelled = table[table["failed"].notna() & table["lot"].isin(stored)]
+    assert meta["training_data"]["batches_train"] + meta["training_data"]["batches_test"] == len(
+        labelled
+    )
+    assert "ctx|potency" in meta["features"] and "ctx|production_unit" in meta["features"]
+    assert any(f.startswith("production.do|") for f in meta["features"])
+    assert any(f.startswith("asset.homogenization.") for f in meta["features"])
+    # a finished batch's equipment ages stop at its end, not at the end of the store
+    from quality.live import training_history_from_historian
+    from twin.config import load_config
+
+    history = training_history_from_historian(
+        hist, load_config(), table, batch_col="lot", label_col="failed"
+    )
+    span = history.bins.groupby("batch_id")["t_h"].max()
+    assert span.max() < 24 * 8, span.max()
+
+
+def test_train_from_the_historian_names_what_is_wrong(tmp_path):
+    out = tmp_path / "outcomes.csv"
+    root, table = _sample_outcomes(out, rename={"failed": "verdict"})
+    store = tmp_path / "store"
+    result = invoke("train", "--data-dir", store, "--outcomes", out, "--label-col", "verdict")
+    assert result.exit_code == 2 and "historian: nothing stored" in result.output
+    import_simulation(root, Historian(store / "historian"))
+    result = invoke("train", "--data-dir", store, "--outcomes", out, "--batch-col", "lot")
+    assert result.exit_code == 2
+    assert "outcomes" in result.output and "label" in result.output, result.output
+    other = tmp_path / "other.csv"
+    table.assign(lot="X" + table["lot"]).rename(columns={"failed": "verdict"}).to_csv(other)
+    result = invoke(
+        "train",
+        "--data-dir",
+        store,
+        "--outcomes",
+        other,
+        "--batch-col",
+        "lot",
+        "--label-col",
+        "verdict",
+    )
+    assert result.exit_code == 2 and "none of the batches is in the historian" in result.output
+    assert not list((store / "models").glob("deviation-*"))
