@@ -74,6 +74,16 @@ def _metrics_table(title: str, rows: list[dict]) -> Table:
     return table
 
 
+def _metrics_column(title: str, metrics: dict) -> Table:
+    """One metric per row (many metrics stay readable in a narrow terminal)."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, _fmt(v))
+    return table
+
+
 # ---------------------------------------------------------------------- train / score
 
 
@@ -150,7 +160,7 @@ def train(
     mnt_version, mnt_metrics = done["maintenance"]
     flat = {k: v for k, v in mnt_metrics.items() if not k.startswith("_") and k != "headline"}
     console.print(
-        _metrics_table(f"{mnt_version}: held-out runs", [{**mnt_metrics["headline"], **flat}])
+        _metrics_column(f"{mnt_version}: held-out runs", {**mnt_metrics["headline"], **flat})
     )
     console.print(
         f"registered in {store / 'models'}; approve with "
@@ -502,7 +512,7 @@ def maintenance_fit(
     except (QualityError, OSError) as exc:
         _fail(exc)
     flat = {k: v for k, v in metrics.items() if not k.startswith("_") and k != "headline"}
-    console.print(_metrics_table(f"{meta['version']}: held-out", [{**metrics["headline"], **flat}]))
+    console.print(_metrics_column(f"{meta['version']}: held-out", {**metrics["headline"], **flat}))
     console.print(f"model written to {model}")
 
 
