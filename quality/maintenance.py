@@ -185,17 +185,24 @@ class MaintenanceModel:
         self.regressor = lgb.LGBMRegressor(**self._params()).fit(
             X[fit_rows & has_rul], rul.to_numpy()[fit_rows & has_rul]
         )
-        resid = np.abs(
-            rul.to_numpy()[cal_rows & has_rul] - self.regressor.predict(X[cal_rows & has_rul])
-        )
-        if len(resid) == 0:
-            resid = np.abs(
-                rul.to_numpy()[fit_rows & has_rul] - self.regressor.predict(X[fit_rows & has_rul])
-            )
-        r = np.sort(resid)
+        # normalised split conformal: |error| / (predicted RUL + offset), so that the
+        # interval is narrow near the end of life and wide early on
+        rows_cal = cal_rows & has_rul
+        if not rows_cal.any():
+            rows_cal = fit_rows & has_rul
+        truth = rul.to_numpy()[rows_cal]
+        pred = np.maximum(self.regressor.predict(X[rows_cal]), 0.0)
+        self.rul_offset = float(max(np.median(rul.to_numpy()[fit_rows & has_rul]) / 4, 1e-9))
+        r = np.sort(np.abs(truth - pred) / (pred + self.rul_offset))
         k = min(len(r) - 1, int(np.ceil((len(r) + 1) * CONFORMAL_LEVEL)) - 1)
         self.rul_halfwidth = float(r[k])
         return self
+
+    def rul_interval(self, rul: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The conformal interval around predicted RULs (90 % on exchangeable data)."""
+        offset = getattr(self, "rul_offset", None)
+        half = self.rul_halfwidth if offset is None else self.rul_halfwidth * (rul + offset)
+        return np.maximum(rul - half, 0.0), rul + half
 
     def _check(self, history: RunHistory) -> pd.DataFrame:
         missing = [s for s in self.sensors if s not in history.rows.columns]
@@ -214,6 +221,7 @@ class MaintenanceModel:
         X = self._check(history)
         p = self.calibrator.predict(self.classifier.predict_proba(X)[:, 1])
         rul = np.maximum(self.regressor.predict(X), 0.0)
+        lo, hi = self.rul_interval(rul)
         out = pd.DataFrame(
             {
                 "run": history.rows["run"],
@@ -221,8 +229,8 @@ class MaintenanceModel:
                 "t": history.rows["t"],
                 "p_fail": p,
                 "rul": rul,
-                "rul_lo": np.maximum(rul - self.rul_halfwidth, 0.0),
-                "rul_hi": rul + self.rul_halfwidth,
+                "rul_lo": lo,
+                "rul_hi": hi,
             },
             index=history.rows.index,
         )

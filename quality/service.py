@@ -92,6 +92,7 @@ def model_fingerprint(model) -> str:
     else:
         h.update(_booster_text(model.regressor).encode())
         h.update(repr(model.rul_halfwidth).encode())
+        h.update(repr(getattr(model, "rul_offset", None)).encode())
     return h.hexdigest()
 
 
@@ -236,6 +237,11 @@ def evaluate_maintenance(model: MaintenanceModel, runs: RunHistory, test_runs) -
         "phm_score": phm_score(err / scale) if len(err) else None,
         "phm_score_unit": "days" if runs.time_is_datetime else "cycles",
         "rul_interval_coverage": float(np.mean(covered)) if len(err) else None,
+        "rul_interval_mean_width": (
+            float(np.mean(rows["rul_hi"].to_numpy()[r] - rows["rul_lo"].to_numpy()[r]))
+            if len(err)
+            else None
+        ),
         "_predictions": pd.DataFrame(
             {"run": runs.rows["run"].to_numpy()[k], "p_fail": p, "label": y}
         ),
