@@ -14,7 +14,7 @@ from connectors.historian import Historian
 from connectors.security import ensure_demo_users
 from connectors.twin_import import import_simulation
 from dashboard.audit import AuditTrail
-from dashboard.plant import live_state, unit_status
+from dashboard.plant import availability, live_state, plant_now, unit_status
 from twin.state import validate_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,31 @@ def test_live_state_from_the_historian_is_a_valid_snapshot(config, store):
     state, notes = live_state(h, config)
     validate_state(state, config)
     assert len(state.batches) >= 1 and len(state.assets) > 10 and notes
+
+
+def test_status_and_availability_from_a_context_read_once(config, store):
+    """The overview reads the batch context and tag list once and passes them on: the
+    same figures as each function reading them itself."""
+    h = Historian(store / "historian")
+    ctx, tags = h.batch_context(), h.tags()
+    now = plant_now(ctx, tags)
+    pd.testing.assert_frame_equal(unit_status(h, config, now, ctx=ctx), unit_status(h, config))
+    pd.testing.assert_frame_equal(
+        availability(h, config, 7, ctx=ctx, now=now), availability(h, config, 7)
+    )
+
+
+def test_the_launcher_imports_the_pages_modules_before_streamlit_starts():
+    """`biotwin dashboard` runs dashboard/serve.py: the pages' imports are done (and the
+    first plotly figure drawn) in the server before it listens, not in the first page."""
+    import sys
+
+    from dashboard import serve
+    from dashboard.cli import _streamlit_command
+
+    assert _streamlit_command(8501)[1:3] == ["-m", "dashboard.serve"]
+    assert serve.warm() > 0
+    assert all(name in sys.modules for name in serve.PRELOAD)
 
 
 def test_overview_shows_every_unit(env):
