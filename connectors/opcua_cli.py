@@ -38,6 +38,10 @@ def serve_opcua(
     speed: Annotated[float, typer.Option(help="Twin seconds per wall second.", min=0.001)] = 60.0,
     seed: Annotated[int, typer.Option(help="Seed of the simulated plant.")] = 7,
     days: Annotated[float, typer.Option(help="Days simulated ahead at a time.", min=0.5)] = 3.0,
+    continuous_days: Annotated[
+        float,
+        typer.Option(help="Days one plant runs continuously before a new one starts.", min=1.0),
+    ] = 90.0,
     security: Annotated[
         str, typer.Option(help="Endpoints: none, sign, encrypt or all (Basic256Sha256).")
     ] = "all",
@@ -64,6 +68,7 @@ def serve_opcua(
             seed=seed,
             speed=speed,
             horizon_days=days,
+            continuous_days=continuous_days,
             security=security,
         )
     except (TwinError, ValueError) as exc:

@@ -4,8 +4,12 @@
 and replays it against the clock, ``speed`` twin seconds per wall second: at each twin
 sample every tag is written with the twin's time as SourceTimestamp and a StatusCode from
 the twin's sensor quality (good -> Good, uncertain -> UncertainLastUsableValue, bad ->
-BadSensorFailure). When the horizon runs out, the next one is simulated from a new seed
-stream (the plant restarts empty: documented in docs/opcua.md).
+BadSensorFailure). The plant is continuous: horizon k is the slice [k, k+1) of one run of
+the line simulated from its start to the end of horizon k+1 (a run of the twin extends a
+shorter run of the same seed exactly, and the look-ahead horizon completes the runs in
+progress at the seam), computed while horizon k-1 plays. After ``continuous_days`` the cost
+of re-simulating from the start is capped: a new plant starts (seed + 1, documented in
+docs/opcua.md).
 
 Address space (ISA-95)::
 
@@ -35,7 +39,7 @@ from connectors.security import UserFileManager, server_certificate, trust_valid
 from connectors.server_history import SQLiteHistory
 from twin.config import PlantConfig
 from twin.output import batch_tables
-from twin.simulate import simulate
+from twin.simulate import UnitSignals, simulate
 
 __all__ = ["NAMESPACE_URI", "STATUS", "TwinServer", "eu_information"]
 
@@ -107,7 +111,9 @@ class TwinServer:
     speed : float
         Twin seconds per wall second (60: one twin minute per second).
     horizon_days : float
-        Days simulated ahead at a time.
+        Days published per simulated slice.
+    continuous_days : float
+        How long one plant runs continuously before a new one (next seed) starts.
     security : {"none", "sign", "encrypt", "all"}
         Endpoints offered; "all" offers None, Sign and SignAndEncrypt (Basic256Sha256).
     start : datetime, optional
@@ -123,6 +129,7 @@ class TwinServer:
         seed: int = 7,
         speed: float = 60.0,
         horizon_days: float = 3.0,
+        continuous_days: float = 90.0,
         security: str = "all",
         start: datetime | None = None,
         history_days: float = 7.0,
@@ -137,6 +144,7 @@ class TwinServer:
         self.seed = seed
         self.speed = speed
         self.horizon_days = horizon_days
+        self.continuous_days = max(continuous_days, horizon_days)
         self.security = security
         self.history_days = history_days
         now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -265,10 +273,34 @@ class TwinServer:
 
     # ------------------------------------------------------------------ replay
     def _horizon(self, k: int):
-        """Simulate horizon ``k`` (twin time k * horizon_days onwards)."""
-        sim = simulate(self.config, days=self.horizon_days, seed=self.seed + k)
-        readings = {u.id: sim.read_unit(u.id) for u in self.config.units}
-        return sim, readings, self._contexts(sim)
+        """Readings and batch context of horizon ``k`` (twin time k * horizon_days on).
+
+        Horizon k is plant ``k // per_plant`` (seed + that) at slice ``j = k % per_plant``,
+        cut from a run of the line simulated to the end of slice j + 1.
+        """
+        per_plant = max(1, int(self.continuous_days // self.horizon_days))
+        plant, j = divmod(k, per_plant)
+        per = self._samples_per_horizon()
+        sim = simulate(self.config, days=(j + 2) * self.horizon_days, seed=self.seed + plant)
+        lo, hi = j * per, (j + 1) * per
+        readings = {}
+        for unit in self.config.units:
+            r = sim.read_unit(unit.id)
+            readings[unit.id] = UnitSignals(
+                r.unit_id,
+                r.tags,
+                np.ascontiguousarray(r.values[:, lo:hi]),
+                np.ascontiguousarray(r.quality[:, lo:hi]),
+                [f for f in r.faults if f[3] > lo and f[2] < hi],
+            )
+        contexts = {
+            u: _Context(c.sample - lo, c.batch_id, c.recipe, c.phase, c.state)
+            for u, c in self._contexts(sim).items()
+        }
+        return readings, contexts
+
+    def _samples_per_horizon(self) -> int:
+        return round(self.horizon_days * 86400 / (self.config.plant.sample_interval_min * 60.0))
 
     def _contexts(self, sim) -> dict[str, _Context]:
         tables = batch_tables(sim)
@@ -318,10 +350,10 @@ class TwinServer:
         first sample waits for that event (a test starts its client first).
         ``first_sample`` resumes the replay there (a restarted server continues)."""
         dt_s = self.config.plant.sample_interval_min * 60.0
-        per_horizon = round(self.horizon_days * 86400 / dt_s)
+        per_horizon = self._samples_per_horizon()
         loop = asyncio.get_running_loop()
-        k = 0
-        pending = loop.run_in_executor(None, self._horizon, 0)
+        k = first_sample // per_horizon  # a restarted server resumes in its horizon
+        pending = loop.run_in_executor(None, self._horizon, k)
         async with self.server:
             logger.info("serving the twin at %s (speed %g)", self.endpoint, self.speed)
             self.serving.set()
@@ -330,7 +362,7 @@ class TwinServer:
             wall0 = loop.time()
             done = False
             while not self._stop.is_set() and not done:
-                _sim, readings, contexts = await pending
+                readings, contexts = await pending
                 pending = loop.run_in_executor(None, self._horizon, k + 1)
                 last_ctx: dict[str, tuple] = {}
                 for i in range(per_horizon):

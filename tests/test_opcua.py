@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from asyncua import Client, Server, ua
@@ -392,3 +393,40 @@ def test_a_plain_client_browses_engineering_units(config, store):
     assert typedef == ua.NodeId(ua.ObjectIds.AnalogItemType)
     assert len(history) >= 20
     assert state in {"idle", "running", "cip", "sip", "pm", "repair"}
+
+
+def test_served_plant_continues_across_horizons(config, store):
+    """Horizon 1 continues horizon 0 (the same plant, not an empty one), and both are slices
+    of one continuous run of the twin."""
+    from twin.simulate import simulate
+
+    server = TwinServer(config, "opc.tcp://127.0.0.1:4840/t/", store, seed=3, horizon_days=1.0)
+    r0, c0 = server._horizon(0)
+    r1, c1 = server._horizon(1)
+    per = server._samples_per_horizon()
+    whole = simulate(config, days=3.0, seed=3)
+    contexts = server._contexts(whole)
+    carried = 0
+    for unit in config.units:
+        ref = whole.read_unit(unit.id)
+        np.testing.assert_array_equal(r0[unit.id].values, ref.values[:, :per])
+        np.testing.assert_array_equal(r1[unit.id].values, ref.values[:, per : 2 * per])
+        np.testing.assert_array_equal(r1[unit.id].quality, ref.quality[:, per : 2 * per])
+
+        def at(ctx, i):
+            j = int(np.searchsorted(ctx.sample, i, side="right")) - 1
+            return ctx.batch_id[j], ctx.phase[j], ctx.state[j]
+
+        for i in (0, per // 2, per - 1):
+            assert at(c1[unit.id], i) == at(contexts[unit.id], per + i), (unit.id, i)
+        last, first = at(c0[unit.id], per - 1), at(c1[unit.id], 0)
+        carried += bool(last[0]) and last[0] == first[0]
+    assert carried >= 1  # a batch running at the seam is still running after it
+    # after continuous_days a new plant starts (cost of re-simulating is capped)
+    capped = TwinServer(
+        config, "opc.tcp://127.0.0.1:4840/t/", store, seed=3, horizon_days=1.0, continuous_days=1
+    )
+    fresh, _ = capped._horizon(1)
+    np.testing.assert_array_equal(
+        fresh["BR-201"].values, simulate(config, days=2, seed=4).read_unit("BR-201").values[:, :per]
+    )

@@ -191,3 +191,29 @@ def test_wear_shows_on_condition_tags(sim_150d):
         assert vib[worn].mean() > vib[fresh].mean() + 0.5
     else:
         assert health.max() >= 0  # no worn period in this run; checked by test_line instead
+
+
+def test_a_longer_run_extends_a_shorter_one_exactly(config):
+    """Same seed, longer horizon: every reading, quality and batch record of the shorter run
+    is reproduced (nothing in the twin looks ahead), so a served plant can continue."""
+    from twin.simulate import simulate
+
+    short, long = simulate(config, days=4, seed=9), simulate(config, days=7, seed=9)
+    n = short.n_samples
+    for unit in config.units:
+        a, b = short.read_unit(unit.id), long.read_unit(unit.id)
+        np.testing.assert_array_equal(a.values, b.values[:, :n], err_msg=unit.id)
+        np.testing.assert_array_equal(a.quality, b.quality[:, :n], err_msg=unit.id)
+        cut = [f for f in b.faults if f[2] < n]
+        assert [(t, k, s) for t, k, s, _ in a.faults] == [(t, k, s) for t, k, s, _ in cut]
+    pa, pb = batch_tables(short)["phases"], batch_tables(long)["phases"]
+    keys = ["batch_id", "step", "phase", "unit", "start_time"]
+    horizon_end = short.start + pd.Timedelta(days=4)
+    step_end = pa.groupby(["batch_id", "step"])["end_time"].transform("max")
+    ended = pa[step_end < horizon_end][[*keys, "end_time"]].reset_index(drop=True)
+    assert len(ended) > 20
+    same = ended[keys].merge(pb[[*keys, "end_time"]], on=keys, how="left")
+    pd.testing.assert_frame_equal(ended, same)
+    # what started in the short run also started, at the same time, in the long one
+    started = pa[keys].merge(pb[keys], on=keys, how="left", indicator=True)
+    assert (started["_merge"] == "both").all()

@@ -40,6 +40,8 @@ __all__ = ["bioreactor_class_signals"]
 #: of one minute; five minutes would drift to 6 % near substrate exhaustion.
 INTEGRATION_STEP_H = 2.0 / 60.0
 
+OUR_DESIGN = 150.0  # mmol/(L h): the oxygen uptake the jacket is sized for (valve ~70 %)
+
 
 def _block_min(a: np.ndarray, k: int) -> np.ndarray:
     """Per-block minimum over ``k`` consecutive steps (a short outage is not skipped)."""
@@ -82,7 +84,9 @@ def bioreactor_class_signals(
     br: BioreactorSpec = spec.bioreactor
     segs = [(tl, seg) for tl in timelines for seg in tl.segments if seg.end > seg.start]
     out = {tl.unit_id: _idle_signals(tl, br) for tl in timelines}
-    if not segs:
+    if not segs:  # no batch yet: idle vessels still show their idle condition tags
+        for tl in timelines:
+            _condition(out[tl.unit_id], tl, br)
         return out
     n_b = len(segs)
     lengths = np.array([seg.end - seg.start for _, seg in segs])
@@ -239,7 +243,7 @@ def _thermal_and_ph(sig, sl, seg, tl, br: BioreactorSpec, our, volume) -> float:
     """
     L = our.shape[0]
     frac = tl.frac[sl]
-    load = our / max(float(np.percentile(our, 99)) if L else 1.0, 60.0)
+    load = our / OUR_DESIGN  # heat load against the vessel's design OUR (causal)
     valve = 15.0 + 55.0 * load
     temperature = np.full(L, br.temperature_setpoint_c)
     sev, onset = _severity_onset(seg, "temperature_excursion")

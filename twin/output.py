@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -102,18 +103,18 @@ def batch_tables(sim: Simulation) -> dict[str, pd.DataFrame]:
         rows.append(row)
         steps = {s.name: s for s in config.recipe.steps}
         for rec in b.steps:
-            end = rec.end_h if rec.end_h is not None else sim.horizon_h
+            if rec.end_h is not None:
+                total, cut = rec.end_h - rec.start_h, math.inf
+            else:  # in progress at the horizon: phases by the planned duration, cut there
+                elapsed = sim.horizon_h - rec.start_h
+                total, cut = max(b.durations.get(rec.step, elapsed), elapsed), sim.horizon_h
             edges = np.cumsum([0.0] + [p.fraction for p in steps[rec.step].phases])
             for p, a, z in zip(steps[rec.step].phases, edges[:-1], edges[1:], strict=True):
+                t0 = rec.start_h + a * total
+                if t0 >= cut:
+                    break
                 phase_rows.append(
-                    (
-                        b.id,
-                        rec.step,
-                        p.name,
-                        rec.unit,
-                        rec.start_h + a * (end - rec.start_h),
-                        rec.start_h + z * (end - rec.start_h),
-                    )
+                    (b.id, rec.step, p.name, rec.unit, t0, min(rec.start_h + z * total, cut))
                 )
         for d in b.deviations:
             onset = d.onset_h

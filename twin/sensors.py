@@ -60,38 +60,46 @@ def read_instrument(
     """
     values = true_values
     n = values.shape[0]
+    # one stream for the noise and one per fault kind, each drawn sample by sample or
+    # episode by episode: a longer run of the same tag extends a shorter one (the served
+    # plant continues across horizons, twin.simulate and connectors.server)
+    noise_rng, drift_rng, spike_rng, freeze_rng, dropout_rng = rng.spawn(5)
     if signal.noise_sd > 0:
-        values += rng.standard_normal(n) * signal.noise_sd
+        values += noise_rng.standard_normal(n) * signal.noise_sd
     quality = np.zeros(n, dtype=np.int8)
-    years = n * dt_h / 8760.0
     span = signal.high - signal.low
     episodes: list[tuple[str, int, int]] = []
 
-    def windows(rate: float, duration) -> list[tuple[int, int]]:
-        count = rng.poisson(rate * years)
-        out = []
-        for _ in range(count):
-            start = int(rng.integers(0, max(1, n)))
-            length = 1 if duration is None else max(1, round(duration.sample(rng) / dt_h))
-            out.append((start, min(n, start + length)))
-        return out
+    def windows(rate: float, duration, r: np.random.Generator):
+        """Episodes of a Poisson process (``rate`` per tag-year), in time order."""
+        per_sample = rate * dt_h / 8760.0
+        if per_sample <= 0:
+            return
+        t = 0.0
+        while True:
+            t += r.exponential(1.0 / per_sample)
+            if t >= n:
+                return
+            start = int(t)
+            length = 1 if duration is None else max(1, round(duration.sample(r) / dt_h))
+            yield start, min(n, start + length)
 
-    for start, end in windows(faults.drift_per_tag_year, faults.drift_duration_h):
-        rate = rng.normal(0.0, faults.drift_rate_sd_per_h) * span
+    for start, end in windows(faults.drift_per_tag_year, faults.drift_duration_h, drift_rng):
+        rate = drift_rng.normal(0.0, faults.drift_rate_sd_per_h) * span
         values[start:end] += rate * dt_h * np.arange(1, end - start + 1)
         episodes.append(("drift", start, end))
-    for start, end in windows(faults.spike_per_tag_year, None):
+    for start, end in windows(faults.spike_per_tag_year, None, spike_rng):
         values[start] += (
-            rng.choice((-1.0, 1.0)) * faults.spike_sd * max(signal.noise_sd, 1e-3 * span)
+            spike_rng.choice((-1.0, 1.0)) * faults.spike_sd * max(signal.noise_sd, 1e-3 * span)
         )
         episodes.append(("spike", start, end))
-    for start, end in windows(faults.freeze_per_tag_year, faults.freeze_duration_h):
+    for start, end in windows(faults.freeze_per_tag_year, faults.freeze_duration_h, freeze_rng):
         values[start:end] = values[start]
         quality[start:end] = UNCERTAIN
         episodes.append(("freeze", start, end))
     out_of_range = (values < signal.low) | (values > signal.high)
     quality[out_of_range] = UNCERTAIN
-    for start, end in windows(faults.dropout_per_tag_year, faults.dropout_duration_h):
+    for start, end in windows(faults.dropout_per_tag_year, faults.dropout_duration_h, dropout_rng):
         values[start:end] = np.nan
         quality[start:end] = BAD
         episodes.append(("dropout", start, end))
