@@ -47,6 +47,7 @@ from connectors.historian import (
     FLAG_OUT_OF_RANGE,
     FLAG_OVERFLOW,
     Historian,
+    HistorianError,
     quality_from_status,
 )
 
@@ -590,6 +591,19 @@ class Ingest:
         cur = self._context.setdefault(unit, {"start_time": None})
         if cur.get(name) == value:
             return
+        if cur["start_time"] is not None and ts < cur["start_time"]:
+            # A change stamped before the context it follows (a variable whose first value
+            # carries the server's clock, then the plant's): stored rows are never rewritten,
+            # so it takes effect when the current row began.
+            logger.warning(
+                "ingest: %s.%s changed at %s, before the context stored from %s; stored from %s",
+                unit,
+                name,
+                ts,
+                cur["start_time"],
+                cur["start_time"],
+            )
+            ts = cur["start_time"]
         rows = []
         if cur["start_time"] is not None and cur["start_time"] != ts:
             rows.append({**_context_row(unit, cur), "end_time": ts})
@@ -598,7 +612,7 @@ class Ingest:
         rows.append({**_context_row(unit, cur), "end_time": None})
         try:
             self.historian.append_batch_context(pd.DataFrame(rows))
-        except OSError:
+        except (OSError, HistorianError):  # never at the cost of the values in this publish
             logger.exception("ingest: batch context not stored")
 
     async def _backfill(self, client: Client, specs: list[TagSpec]) -> None:

@@ -251,6 +251,7 @@ class TwinServer:
                 var = await folder.add_variable(
                     nid, ua.QualifiedName(name, idx), "", ua.VariantType.String
                 )
+                await self.server.write_attribute_value(nid, self._initial(""))
                 ctx[name] = nid
                 historized.append(var)
             self.context_nodes[unit.id] = ctx
@@ -260,12 +261,14 @@ class TwinServer:
             await self.history.new_historized_node(var.nodeid, timedelta(days=self.history_days))
         logger.info("address space: %d tag variables", sum(map(len, self.tag_nodes.values())))
 
-    def _initial(self) -> ua.DataValue:
-        """Value of a tag before the first sample: NaN, BadWaitingForInitialData, stamped one
-        sample before twin time 0 (so that it sorts before every real sample)."""
+    def _initial(self, value: float | str = math.nan) -> ua.DataValue:
+        """Value of a variable before the first sample (NaN for a tag, "" for batch context),
+        BadWaitingForInitialData, stamped one sample before twin time 0 (so that it sorts
+        before every real sample)."""
         before = self.start - timedelta(minutes=self.config.plant.sample_interval_min)
+        kind = ua.VariantType.String if isinstance(value, str) else ua.VariantType.Double
         return ua.DataValue(
-            ua.Variant(math.nan, ua.VariantType.Double),
+            ua.Variant(value, kind),
             StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData),
             SourceTimestamp=before,
             ServerTimestamp=datetime.now(UTC),

@@ -53,6 +53,15 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 240))
 
 
+async def until(done, timeout_s: float = 60.0) -> None:
+    """Wait until ``done()`` holds (or time out), then one more flush: the server simulates
+    its next horizon meanwhile, so a fixed sleep fails on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)
+
+
 @pytest.fixture
 def store(tmp_path) -> Path:
     ensure_demo_users(tmp_path / "users.toml")
@@ -66,12 +75,16 @@ def test_every_value_the_server_produced_is_stored_once(config, store):
         server = TwinServer(config, url, store, speed=1800, horizon_days=2, security="none")
         await server.setup()
         historian = Historian(store / "historian")
-        ingest = Ingest(url, historian, store / "spool", publishing_ms=200)
+        # 30 samples a second while the server simulates its next horizon beside (the GIL
+        # holds its publishing up to ~1.5 s): the queue must hold that, asyncua's server
+        # drops the oldest without the Overflow bit
+        ingest = Ingest(url, historian, store / "spool", publishing_ms=200, queue_size=200)
         serving = asyncio.create_task(server.run(until_samples=60, hold=ingest.connected))
         await server.serving.wait()
         job = asyncio.create_task(ingest.run())
         await server.publishing_done.wait()
-        await asyncio.sleep(2.0)
+        expected = server.values_published + sum(map(len, server.tag_nodes.values()))
+        await until(lambda: ingest.state.received >= expected)
         ingest.stop()
         await job
         server.stop()
@@ -104,7 +117,9 @@ def test_server_restart_is_backfilled_without_gap_or_duplicates(config, store):
         historian = Historian(store / "historian")
         first = TwinServer(config, url, store, speed=1800, horizon_days=2, security="none")
         await first.setup()
-        ingest = Ingest(url, historian, store / "spool", publishing_ms=200, backoff_s=(0.5, 2.0))
+        ingest = Ingest(
+            url, historian, store / "spool", publishing_ms=200, queue_size=200, backoff_s=(0.5, 2.0)
+        )
         serving = asyncio.create_task(first.run(until_samples=30, hold=ingest.connected))
         await first.serving.wait()
         job = asyncio.create_task(ingest.run())
