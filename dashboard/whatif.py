@@ -203,6 +203,22 @@ def _chunk(payload: tuple) -> tuple[str, list[tuple[int, object]]]:
         gc.set_threshold(*old)
 
 
+def _chunks(n: int, lanes: int) -> list[list[int]]:
+    """Replication indices ``0..n-1`` in chunks that shrink as the sweep goes (guided
+    scheduling): each chunk is the remaining replications over ``lanes`` (workers x
+    sweeps), at least 2. Large chunks first keep the per-chunk overhead low; small ones
+    last leave a worker little to finish alone after the other has run out of work (with
+    equal chunks of 25, up to ~0.1 s at the end of a 200 x 30-day pair)."""
+    if lanes <= 1:
+        return [list(range(n))]
+    out, start = [], 0
+    while start < n:
+        size = max(2, -(-(n - start) // lanes))
+        out.append(list(range(start, min(n, start + size))))
+        start += size
+    return out
+
+
 def _collect(name, horizon_h, reps, seconds, state: PlantState) -> ScenarioResult:
     kpis = pd.DataFrame([{"seed": r.seed, **r.kpis} for r in reps])
     t0 = state.clock_h
@@ -249,8 +265,7 @@ def run_sweeps(
         validate_events(evs, config)
     seeds = replication_seeds(seed, replications)
     workers = max(1, min(workers or os.cpu_count() or 1, replications))
-    n_chunks = 1 if workers == 1 else min(replications, workers * 4)
-    chunks = [list(range(replications))[i::n_chunks] for i in range(n_chunks)]
+    chunks = _chunks(replications, 1 if workers == 1 else workers * len(runs))
     payloads = [
         (tag, config, state, evs, horizon_h, [seeds[i] for i in c], c, default_risk)
         for c in chunks

@@ -225,6 +225,16 @@ if submitted:
     scenario = Scenario(name=name, horizon_h=horizon_days * 24, events=events)
     key = sweep_key(horizon_days, reps, seed)
     bar = st.progress(0.0, text="starting")
+    shown = [0.0]  # when the bar last moved
+
+    def advance(done: int, total: int) -> None:
+        """Move the bar at most every 0.4 s (and at the end): each move is a message the
+        browser re-renders while the replications need both cores."""
+        now = time.perf_counter()
+        if done == total or now - shown[0] >= 0.4:
+            shown[0] = now
+            bar.progress(done / total, text=f"replications {done}/{total}")
+
     base = baselines().get(key, wait=True)
     base, what = run_pair(
         plant,
@@ -236,7 +246,7 @@ if submitted:
         name=name,
         baseline=base,
         default_risk=default_risk,
-        progress=lambda d, n: bar.progress(d / n, text=f"replications {d}/{n}"),
+        progress=advance,
     )
     baselines().put(key, base)
     bar.progress(1.0, text=f"done: {what.seconds:.1f} s of replications")
