@@ -45,8 +45,8 @@ def test_deviation_model_ranks_held_out_batches_and_beats_the_envelope_rule(trai
     _, meta, metrics = trained
     at = _by_p(metrics)
     assert at[0.5]["positives"] >= 30
-    assert at[0.25]["roc_auc"] >= 0.60
-    assert at[0.5]["roc_auc"] >= 0.72
+    assert at[0.25]["roc_auc"] >= 0.65
+    assert at[0.5]["roc_auc"] >= 0.84
     assert at[1.0]["roc_auc"] >= 0.88
     for p in (0.5, 0.75, 1.0):
         assert at[p]["roc_auc"] > at[p]["envelope_rule_auc"], p

@@ -181,6 +181,75 @@ def test_precursors_early_and_late(sim_150d):
         assert np.median(early) < 0.05
 
 
+@pytest.fixture(scope="module")
+def sim_frequent(config):
+    """90 days in which the wear-driven production deviations are frequent (rate 0.15,
+    whatever the age), to compare their runs with clean ones."""
+    from twin.simulate import simulate
+
+    frequent = {"rate_per_batch": 0.15, "wear_exponent": 0.0}
+    devs = {
+        name: spec.model_copy(update=frequent) if spec.precursor_lead_h > 0 else spec
+        for name, spec in config.deviations.items()
+    }
+    return simulate(config.model_copy(update={"deviations": devs}), days=90, seed=4)
+
+
+@pytest.mark.parametrize(
+    ("deviation_class", "tag", "rise"),
+    [
+        ("temperature_excursion", "jacket_valve", 4.0),  # a sticking valve opens further
+        ("do_crash", "vibration", 0.5),  # the failing bearing
+        ("ph_drift", "probe_offset", 0.01),  # reading minus the off-line sample
+    ],
+    ids=["valve-before-excursion", "vibration-before-do-crash", "offset-before-ph-drift"],
+)
+def test_precursors_lead_the_onset(sim_frequent, deviation_class, tag, rise):
+    """The root cause shows in the half of its lead time before the onset (DOMAIN.md: the
+    sensors show it before the outcome), compared with clean runs at the same point."""
+    sim_150d = sim_frequent
+    lead_h = sim_150d.config.deviations[deviation_class].precursor_lead_h
+    assert lead_h > 0
+    before, clean = [], []
+    for unit in sim_150d.config.units_of_class("production_bioreactor"):
+        tl, sig = sim_150d.timelines[unit.id], dict(sim_150d.true_signals[unit.id])
+        sig["probe_offset"] = sig["ph"] - sig["ph_offline"]
+        for seg in tl.segments:
+            n = seg.end - seg.start
+            if n < 600:
+                continue
+            devs = [d for d in seg.batch.deviations if d.step == "production"]
+            hit = [d for d in devs if d.deviation_class == deviation_class and d.lead_h > 0]
+            lead = lead_h / (n * tl.dt_h)
+            for d in hit[:1]:
+                lo, hi = (
+                    int(seg.start + n * f) for f in (d.onset_fraction - lead / 2, d.onset_fraction)
+                )
+                before.append((d.onset_fraction, sig[tag][max(seg.start, lo) : hi].mean()))
+            if not devs:
+                clean.append((seg.start, n, tl, sig))
+    assert len(before) >= 3 and len(clean) >= 10
+    baseline = []
+    for onset, _ in before:
+        lead = lead_h / (np.median([c[1] for c in clean]) * clean[0][2].dt_h)
+        values = [
+            c[3][tag][int(c[0] + c[1] * (onset - lead / 2)) : int(c[0] + c[1] * onset)].mean()
+            for c in clean
+        ]
+        baseline.append(np.median(values))
+    assert np.median([v for _, v in before]) > np.median(baseline) + rise
+
+
+def test_off_line_ph_sample_is_held_between_samples(sim_150d):
+    unit = sim_150d.config.units_of_class("production_bioreactor")[0]
+    tl, sig = sim_150d.timelines[unit.id], sim_150d.true_signals[unit.id]
+    seg = next(s for s in tl.segments if s.end - s.start > 1200)
+    run = sig["ph_offline"][seg.start : seg.end]
+    every = round(8.0 / tl.dt_h)
+    assert np.all(run[:every] == run[0]) and run[every] != run[0]
+    assert abs(run.mean() - 7.0) < 0.2  # a pH, near setpoint
+
+
 def test_wear_shows_on_condition_tags(sim_150d):
     tl = sim_150d.timelines["BR-201"]
     health = tl.health["agitator"]

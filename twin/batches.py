@@ -36,6 +36,7 @@ class Deviation:
     source: str = "random"
     unit: str | None = None
     onset_h: float | None = None
+    lead_h: float = 0.0  # hours before the onset in which the root cause already shows
     pending_u: float | None = None  # wear-driven: decided when the step starts (see Line)
 
 
@@ -121,6 +122,7 @@ def draw_deviations(rng: np.random.Generator, config: PlantConfig) -> list[Devia
                     severity=severity,
                     consequential=severity > 1.0 - spec.oos_probability,
                     pending_u=u_occurs if spec.driver_asset is not None else None,
+                    lead_h=spec.precursor_lead_h,
                 )
             )
     return out

@@ -40,6 +40,7 @@ __all__ = ["bioreactor_class_signals"]
 #: of one minute; five minutes would drift to 6 % near substrate exhaustion.
 INTEGRATION_STEP_H = 2.0 / 60.0
 
+OFFLINE_PH_EVERY_H = 8.0  # hours between off-line pH samples of a running bioreactor
 OUR_DESIGN = 150.0  # mmol/(L h): the oxygen uptake the jacket is sized for (valve ~70 %)
 
 
@@ -54,12 +55,24 @@ def _block_min(a: np.ndarray, k: int) -> np.ndarray:
     return a.reshape(n, -1, k).min(axis=2)
 
 
-def _severity_onset(seg, deviation_class: str) -> tuple[float, float]:
-    sev, onset = 0.0, 1.0
+def _severity_onset(seg, deviation_class: str) -> tuple[float, float, float]:
+    """Severity, onset (fraction of the step) and precursor lead (hours) of a class."""
+    sev, onset, lead_h = 0.0, 1.0, 0.0
     for dev in seg.batch.deviations:
         if dev.deviation_class == deviation_class and dev.step == seg.step.name:
-            sev, onset = max(sev, dev.severity), min(onset, dev.onset_fraction)
-    return sev, onset
+            sev = max(sev, dev.severity)
+            if dev.onset_fraction <= onset:
+                onset, lead_h = dev.onset_fraction, dev.lead_h
+    return sev, onset, lead_h
+
+
+def _precursor(frac: np.ndarray, onset: float, lead_h: float, step_h: float) -> np.ndarray:
+    """How far the root cause shows, per sample: 0 until ``lead_h`` before the onset,
+    rising linearly to 1 at the onset and staying there (a worn bearing keeps vibrating)."""
+    if lead_h <= 0.0 or step_h <= 0.0:
+        return (frac >= onset).astype(float)
+    lead = lead_h / step_h
+    return np.clip((frac - (onset - lead)) / lead, 0.0, 1.0)
 
 
 def bioreactor_class_signals(
@@ -101,15 +114,23 @@ def bioreactor_class_signals(
     feed_mult = np.ones((n_b, n_steps))
     agit_cap = np.full((n_b, n_steps), br.aeration.agitation_max_rpm)
     contamination = np.zeros((n_b, n_steps))
+    wear_show = {tl.unit_id: np.zeros(tl.n) for tl in timelines}  # agitator precursor
     for i, (tl, seg) in enumerate(segs):
-        sev, onset = _severity_onset(seg, "feed_failure")
-        if sev > 0:
-            feed_mult[i] = np.where(step_frac[i] >= onset, 1.0 - (0.25 + 0.65 * sev), 1.0)
-        sev, onset = _severity_onset(seg, "do_crash")
-        if sev > 0:
-            cap = br.aeration.agitation_max_rpm * (0.85 - 0.45 * sev)
-            agit_cap[i] = np.where(step_frac[i] >= onset, cap, agit_cap[i])
-        sev, onset = _severity_onset(seg, "contamination")
+        step_h = lengths[i] * dt_h
+        sev, onset, lead_h = _severity_onset(seg, "feed_failure")
+        if sev > 0:  # a wearing pump delivers less and less, then fails to keep up
+            ramp = _precursor(step_frac[i], onset, lead_h, step_h)
+            worn = 1.0 - 0.2 * (0.5 + 0.5 * sev) * ramp
+            feed_mult[i] = np.where(step_frac[i] >= onset, 1.0 - (0.25 + 0.65 * sev), worn)
+        sev, onset, lead_h = _severity_onset(seg, "do_crash")
+        if sev > 0:  # bearing wear or a clogging sparger: the ceiling comes down, then drops
+            ramp = _precursor(step_frac[i], onset, lead_h, step_h)
+            top = br.aeration.agitation_max_rpm
+            cap = top * (0.85 - 0.45 * sev)
+            agit_cap[i] = np.where(step_frac[i] >= onset, cap, top * (1.0 - 0.08 * ramp))
+            show = (0.5 + 0.5 * sev) * ramp[: lengths[i]]
+            wear_show[tl.unit_id][seg.start : seg.start + show.size] = show
+        sev, onset, _ = _severity_onset(seg, "contamination")
         if sev > 0:
             hours_in = np.maximum(0.0, step_frac[i] - onset) * lengths[i] * dt_h
             contamination[i] = np.where(
@@ -197,7 +218,7 @@ def bioreactor_class_signals(
         sig["volume"][sl] = volume
         attrs[seg.batch.id]["ph_probe_offset"] = _thermal_and_ph(sig, sl, seg, tl, br, our, volume)
     for tl in timelines:
-        _condition(out[tl.unit_id], tl, br)
+        _condition(out[tl.unit_id], tl, br, wear_show[tl.unit_id])
     return out
 
 
@@ -218,6 +239,7 @@ def _idle_signals(tl: UnitTimeline, br: BioreactorSpec) -> dict[str, np.ndarray]
         "temperature_sp": sp,
         "jacket_valve": np.where(state == CIP, 30.0, 0.0),
         "ph": np.full(n, 7.0),
+        "ph_offline": np.full(n, 7.0),
         "base_addition": z(n),
         "do": np.full(n, 100.0),
         "agitation": np.where(state == CIP, 150.0, 0.0),
@@ -246,11 +268,13 @@ def _thermal_and_ph(sig, sl, seg, tl, br: BioreactorSpec, our, volume) -> float:
     load = our / OUR_DESIGN  # heat load against the vessel's design OUR (causal)
     valve = 15.0 + 55.0 * load
     temperature = np.full(L, br.temperature_setpoint_c)
-    sev, onset = _severity_onset(seg, "temperature_excursion")
-    if sev > 0:
+    step_h = L * tl.dt_h
+    sev, onset, lead_h = _severity_onset(seg, "temperature_excursion")
+    if sev > 0:  # a sticking valve needs more and more opening, then saturates
+        ramp = _precursor(frac, onset, lead_h, step_h)
         after = np.clip((frac - onset) / max(1e-3, 1.0 - onset), 0.0, 1.0)
-        valve = np.minimum(100.0, valve + 60.0 * after)
-        temperature = temperature + (0.3 + 1.6 * sev) * after**1.5
+        valve = np.minimum(100.0, valve + (8.0 + 10.0 * sev) * ramp + 60.0 * after)
+        temperature = temperature + 0.12 * ramp + (0.3 + 1.6 * sev) * after**1.5
     sig["jacket_valve"][sl] = np.clip(valve, 0.0, 100.0)
     sig["temperature"][sl] = temperature
     sig["temperature_sp"][sl] = br.temperature_setpoint_c
@@ -258,23 +282,36 @@ def _thermal_and_ph(sig, sl, seg, tl, br: BioreactorSpec, our, volume) -> float:
     # reading to setpoint, so the true pH moves the other way and base demand changes.
     probe = tl.health.get("ph_probe")
     offset = 0.08 * (probe[sl] ** 2) if probe is not None else np.zeros(L)
-    sev, onset = _severity_onset(seg, "ph_drift")
+    sev, onset, lead_h = _severity_onset(seg, "ph_drift")
     if sev > 0:
-        offset = offset + (0.05 + 0.3 * sev) * np.clip((frac - onset) / max(1e-3, 1 - onset), 0, 1)
-    c_sev, c_onset = _severity_onset(seg, "contamination")
+        ramp = _precursor(frac, onset, lead_h, step_h)
+        after = np.clip((frac - onset) / max(1e-3, 1 - onset), 0, 1)
+        offset = offset + 0.03 * ramp + (0.05 + 0.3 * sev) * after
+    c_sev, c_onset, _ = _severity_onset(seg, "contamination")
     acid = np.where(frac >= c_onset, c_sev, 0.0) if c_sev > 0 else 0.0
     sig["ph"][sl] = br.ph_setpoint - 0.04 * acid * np.clip((frac - c_onset) * 4, 0, 1)
+    # the off-line sample (a bench meter, every OFFLINE_PH_EVERY_H, held until the next)
+    # measures the true pH: reading minus probe offset, what shows a drifting probe
+    every = max(1, round(OFFLINE_PH_EVERY_H / tl.dt_h))
+    held = (np.arange(L) // every) * every
+    sig["ph_offline"][sl] = (sig["ph"][sl] - offset)[held]
     base = 0.012 * our * volume / 100.0 * (1.0 + 2.0 * offset) * (1.0 + 1.5 * acid)
     sig["base_addition"][sl] = base
     sig["pressure"][sl] = br.pressure_setpoint_barg
     return float(offset[-1]) if L else 0.0
 
 
-def _condition(sig, tl: UnitTimeline, br: BioreactorSpec) -> None:
-    """Agitator vibration and motor current: speed-dependent, rising with wear."""
+def _condition(
+    sig, tl: UnitTimeline, br: BioreactorSpec, precursor: np.ndarray | None = None
+) -> None:
+    """Agitator vibration and motor current: speed-dependent, rising with wear and, ahead
+    of a DO crash, with the failing bearing or the clogging sparger (``precursor``, 0-1)."""
     health = tl.health.get("agitator", np.zeros(tl.n))
     rpm = sig["agitation"]
     load = rpm / br.aeration.agitation_max_rpm
     on = rpm > 1.0
-    sig["vibration"] = np.where(on, 0.6 + 0.9 * load + 6.0 * health**3, 0.05)
-    sig["motor_current"] = np.where(on, (8.0 + 70.0 * load**3) * (1.0 + 0.35 * health**2), 0.0)
+    extra = 0.0 if precursor is None else precursor
+    sig["vibration"] = np.where(on, 0.6 + 0.9 * load + 6.0 * health**3 + 2.5 * extra, 0.05)
+    sig["motor_current"] = np.where(
+        on, (8.0 + 70.0 * load**3) * (1.0 + 0.35 * health**2 + 0.15 * extra), 0.0
+    )

@@ -396,6 +396,16 @@ class DeviationSpec(_Model):
         ),
     )
     wear_exponent: float = Field(3.0, ge=0, le=10)
+    precursor_lead_h: float = Field(
+        0.0,
+        ge=0,
+        le=72,
+        description=(
+            "Hours before the onset in which the root cause already shows in the signals (a "
+            "worn bearing vibrates, a sticky valve opens further, a worn pump delivers less), "
+            "growing from nothing to its full size at the onset; 0 for a sudden cause."
+        ),
+    )
 
     @model_validator(mode="after")
     def _window(self) -> DeviationSpec:
