@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 APP = Path(__file__).with_name("app.py")
-PRELOAD = (  # what the pages import (dashboard/pages/*.py and the modules they use)
+PRELOAD = (  # what the pages import (dashboard/views/*.py and the modules they use)
     "streamlit",
     "pandas",
     "plotly.express",
@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     warm()
     # Streamlit collects garbage (a full collection) after every script run, ~0.1 s
     # over the heap of these modules; objects alive now are the server's for its
-    # lifetime, so move them out of the collector's way (the first run of a session is a
-    # rerun, see session.leave_pages_directory_mode, so it paid this once more)
+    # lifetime, so move them out of the collector's way
     gc.collect()
     gc.freeze()
     args = sys.argv[1:] if argv is None else list(argv)

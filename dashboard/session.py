@@ -9,7 +9,7 @@ from connectors.security import ensure_demo_users, load_users, verify_password
 from dashboard.plant import data_dir
 from twin.config import load_config
 
-__all__ = ["config", "historian", "leave_pages_directory_mode", "roles", "sign_in_box"]
+__all__ = ["config", "historian", "roles", "sign_in_box"]
 
 
 @st.cache_resource
@@ -33,39 +33,12 @@ def _sign_out() -> None:
     st.session_state.pop("roles", None)
 
 
-def leave_pages_directory_mode() -> None:
-    """Run the app's first script run as an ``st.navigation`` app, not as a v1 multipage app.
-
-    The pages live in dashboard/pages/, next to app.py. Streamlit sees a ``pages``
-    directory beside the entry point and, for the first script run of the server process,
-    wraps app.py in a v1 multipage navigation whose page is "app" (``PagesManager.
-    uses_pages_directory``; the ``st.navigation`` call in app.py switches that flag off for
-    every later run). So the first browser session starts on page "app", not on the
-    overview, and its next interaction is handled as a page change, which resets the
-    widgets: the sign-in form's submit (and the typed user name) were dropped. Only the
-    default page was affected (the triage page is reached by a navigation, after which the
-    page hash is stable). Worse, a first session that opens a page by its URL (/triage) is
-    served that page file alone, as a v1 page, without app.py: no sign-in box, no
-    navigation, and every session after it too, until someone opens the root URL.
-
-    Restarting that first run at once in st.navigation mode, before anything is drawn,
-    makes every session start on its real page. app.py's sign-in box calls this, and so
-    does every page (a page run alone under the v1 wrapper).
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
 def sign_in_box() -> None:
     """Sidebar: sign in with users.toml (hashed passwords); who is signed in; sign out.
 
     No ``st.rerun`` after signing in: the signed-in state shows in the same run as the
     submitted form.
     """
-    leave_pages_directory_mode()
     users_file = data_dir() / "users.toml"
     ensure_demo_users(users_file)
     with st.sidebar:

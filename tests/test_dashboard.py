@@ -18,7 +18,7 @@ from dashboard.plant import availability, live_state, plant_now, unit_status
 from twin.state import validate_state
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ROOT / "dashboard" / "pages"
+PAGES = ROOT / "dashboard" / "views"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from connectors.security import ensure_demo_users
 from quality.registry import Registry
 
-PAGE = Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "models.py"
+PAGE = Path(__file__).resolve().parents[1] / "dashboard" / "views" / "models.py"
 
 
 def test_models_page_lists_versions_shows_the_card_and_approves(tmp_path, monkeypatch, trained):

@@ -11,10 +11,8 @@ from connectors.historian import Historian, HistorianError
 from dashboard.audit import DECISIONS, AuditTrail, SignatureError
 from dashboard.envelope import KEY_SIGNALS, LABELS, golden_envelope, trajectory
 from dashboard.plant import data_dir
-from dashboard.session import config, historian, leave_pages_directory_mode, roles
+from dashboard.session import config, historian, roles
 from dashboard.whatif import batch_outcomes, read_scores
-
-leave_pages_directory_mode()  # see dashboard/session.py
 
 
 @st.cache_data(ttl=600, show_spinner="golden-batch envelope")

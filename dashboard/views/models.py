@@ -7,11 +7,10 @@ import json
 import streamlit as st
 
 from dashboard.plant import data_dir
-from dashboard.session import leave_pages_directory_mode, roles
+from dashboard.session import roles
 from quality.errors import RegistryError
 from quality.registry import Registry
 
-leave_pages_directory_mode()
 st.title("Models")
 store = data_dir()
 registry = Registry(store / "models")

@@ -8,9 +8,7 @@ import streamlit as st
 
 from dashboard.maintenance import best_pm_window
 from dashboard.plant import data_dir, live_state
-from dashboard.session import config, historian, leave_pages_directory_mode
-
-leave_pages_directory_mode()  # see dashboard/session.py
+from dashboard.session import config, historian
 
 st.title("Asset health")
 plant = config()

@@ -18,7 +18,7 @@ import streamlit as st
 
 from dashboard import saved as saved_mod
 from dashboard.plant import data_dir, live_state
-from dashboard.session import config, historian, leave_pages_directory_mode
+from dashboard.session import config, historian
 from dashboard.whatif import (
     RISK_THRESHOLD,
     BaselineCache,
@@ -38,8 +38,6 @@ from twin.scenarios import (
     ShiftRemoved,
     compare,
 )
-
-leave_pages_directory_mode()  # see dashboard/session.py
 
 
 @st.cache_resource

@@ -7,9 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard.plant import availability, plant_now, unit_status
-from dashboard.session import config, historian, leave_pages_directory_mode
-
-leave_pages_directory_mode()  # see dashboard/session.py
+from dashboard.session import config, historian
 
 KEY_TAGS = {  # unit kind -> the signals shown as sparklines
     "bioreactor": ["temperature", "do", "ph"],
