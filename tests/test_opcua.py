@@ -445,3 +445,24 @@ def test_served_plant_continues_across_horizons(config, store):
     np.testing.assert_array_equal(
         fresh["BR-201"].values, simulate(config, days=2, seed=4).read_unit("BR-201").values[:, :per]
     )
+
+
+def test_a_context_change_stamped_before_the_stored_context_is_kept_valid(tmp_path):
+    """A server whose context variables first carry its own clock, then the plant's (older)
+    time: the change is stored from the current record's start, and nothing raises in the
+    publish path (an exception there loses the publish's values)."""
+    historian = Historian(tmp_path / "historian")
+    ingest = Ingest("opc.tcp://127.0.0.1:4840/", historian, tmp_path / "spool")
+    late, early = (
+        pd.Timestamp("2026-12-01 21:27:30", tz="UTC"),
+        pd.Timestamp("2026-12-01 21:27:00", tz="UTC"),
+    )
+    ingest._context_change("BR-201", "State", late, "")
+    ingest._context_change("BR-201", "State", early, "running")
+    ingest._context_change("BR-201", "BatchId", early + pd.Timedelta(minutes=5), "B00001")
+    ctx = historian.batch_context("BR-201").sort_values("start_time")
+    # the late change supersedes the record it follows (same start), then a valid interval
+    assert list(ctx["state"]) == ["running", "running"]
+    assert list(ctx["start_time"]) == [late, early + pd.Timedelta(minutes=5)]
+    assert ctx["end_time"].iloc[0] == ctx["start_time"].iloc[1]
+    assert ctx["batch_id"].iloc[-1] == "B00001"
