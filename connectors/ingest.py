@@ -94,7 +94,7 @@ class TagSpec:
 class _State:
     """What the ingest accepted so far (for de-duplication and backfill)."""
 
-    last: dict[str, pd.Timestamp] = field(default_factory=dict)
+    last: dict[str, datetime] = field(default_factory=dict)  # tag -> newest source time (UTC)
     received: int = 0
     stored: int = 0
     duplicates: int = 0
@@ -240,7 +240,11 @@ class Ingest:
         self.max_buffer_rows = max_buffer_rows
         self.backoff_s = backoff_s
         self.rng = np.random.default_rng(seed)
-        self.state = _State(last=historian.last_times() if last_times is None else last_times)
+        last = historian.last_times() if last_times is None else last_times
+        # as datetimes, what asyncua gives: one comparison per value, no conversion
+        self.state = _State(
+            last={tag: pd.Timestamp(t).to_pydatetime(warn=False) for tag, t in last.items()}
+        )
         self.clock_offset_s: float | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -526,18 +530,34 @@ class Ingest:
         self._accept(items)
 
     def _accept(self, items, flags_extra: int = 0) -> None:
+        """Turn notifications into pending rows: one pass, de-duplicated as it goes.
+
+        A value whose source time is not newer than the last accepted one of its tag is a
+        duplicate (a backfilled value also received live, a value sent again after a
+        reconnection) and is counted in ``state.duplicates``, not stored twice.
+        """
         times, tags, values, status, flags = [], [], [], [], []
         context_changes = []
+        last = self.state.last
+        received = duplicates = 0
         for item in items:
             dv = item.Value
             handle = item.ClientHandle
             ts = dv.SourceTimestamp or dv.ServerTimestamp or datetime.now(UTC)
+            if ts.tzinfo is None:  # OPC UA times are UTC
+                ts = ts.replace(tzinfo=UTC)
             if handle in self._context_specs:
                 context_changes.append((self._context_specs[handle], ts, dv.Value.Value))
                 continue
             spec = self._specs.get(handle)
             if spec is None:
                 continue
+            received += 1
+            prev = last.get(spec.tag)
+            if prev is not None and ts <= prev:
+                duplicates += 1
+                continue
+            last[spec.tag] = ts
             code = dv.StatusCode.value if dv.StatusCode is not None else 0
             raw = dv.Value.Value if dv.Value is not None else None
             try:
@@ -555,7 +575,8 @@ class Ingest:
             values.append(value)
             status.append(code)
             flags.append(f)
-        self.state.received += len(times)
+        self.state.received += received
+        self.state.duplicates += duplicates
         if times:
             frame = pd.DataFrame(
                 {
@@ -567,25 +588,10 @@ class Ingest:
                 }
             )
             frame["quality"] = quality_from_status(frame["status"].to_numpy())
-            frame = self._deduplicate(frame)
-            if len(frame):
-                self._pending.append(frame)
-                self._pending_rows += len(frame)
+            self._pending.append(frame)
+            self._pending_rows += len(frame)
         for (unit, name), ts, value in context_changes:
             self._context_change(unit, name, pd.Timestamp(ts).tz_convert("UTC"), value)
-
-    def _deduplicate(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Keep rows newer than the last accepted source time of their tag."""
-        frame = frame.sort_values(["tag", "time"], kind="stable")
-        frame = frame.drop_duplicates(["tag", "time"])
-        last = pd.to_datetime(frame["tag"].map(self.state.last), utc=True)
-        keep = last.isna() | (frame["time"] > last)
-        self.state.duplicates += int((~keep).sum())
-        frame = frame[keep]
-        if len(frame):
-            newest = frame.groupby("tag", sort=False)["time"].max()
-            self.state.last.update(newest.to_dict())
-        return frame
 
     def _context_change(self, unit: str, name: str, ts: pd.Timestamp, value) -> None:
         cur = self._context.setdefault(unit, {"start_time": None})
@@ -626,9 +632,7 @@ class Ingest:
             try:
                 # open-ended: a server's source clock may run ahead of ours (an accelerated
                 # twin), and what is newer than the last stored value is what is missing
-                history = await node.read_raw_history(
-                    last.to_pydatetime() + timedelta(microseconds=1), None
-                )
+                history = await node.read_raw_history(last + timedelta(microseconds=1), None)
             except ua.UaError as exc:
                 logger.info("ingest: no HistoryRead for %s (%s)", spec.tag, exc)
                 continue

@@ -57,6 +57,23 @@ def _params(seed: int, **extra) -> dict:
     return params
 
 
+def _feature_matrix(X: pd.DataFrame) -> np.ndarray:
+    """Feature rows as LightGBM's pandas path hands them to the booster, without its per-call
+    dtype checks and conversions (most of the time of a small prediction): floats, and a
+    categorical column as its category code (missing: NaN). The featurizer fixes the
+    categories at fit time, so the codes are the training codes (tested: same scores)."""
+    is_cat = np.array([isinstance(dt, pd.CategoricalDtype) for dt in X.dtypes])
+    if not is_cat.any():
+        return X.to_numpy(dtype=np.float64)
+    out = np.empty(X.shape, dtype=np.float64)
+    out[:, ~is_cat] = X.iloc[:, np.flatnonzero(~is_cat)].to_numpy(dtype=np.float64)
+    for j in np.flatnonzero(is_cat):
+        codes = X.iloc[:, j].cat.codes.to_numpy().astype(np.float64)
+        codes[codes < 0] = np.nan
+        out[:, j] = codes
+    return out
+
+
 @dataclass
 class DeviationModel:
     """Probability of deviation / OOS, likely class and CQA predictions at any progress.
@@ -197,7 +214,10 @@ class DeviationModel:
                 "features: the columns differ from the model's feature list "
                 f"({len(X.columns)} given, {len(self.features)} expected)"
             )
-        return self.calibrator.predict(self.classifier.predict_proba(X, raw_score=True))
+        return self._probability(_feature_matrix(X))
+
+    def _probability(self, M: np.ndarray) -> np.ndarray:
+        return self.calibrator.predict(self.classifier.booster_.predict(M, raw_score=True))
 
     def predict(
         self,
@@ -230,17 +250,22 @@ class DeviationModel:
         out = pd.DataFrame(index=ids)
         out.index.name = "batch_id"
         out["progress"] = progress
-        out["p_deviation"] = self.predict_proba(X)
+        if list(X.columns) != self.features:
+            raise SchemaError("features: the columns differ from the model's feature list")
+        M = _feature_matrix(X)
+        out["p_deviation"] = self._probability(M)
         no_data = np.isinf(cube.t_h).all(axis=(1, 2)) | (progress <= 0)
         if self.class_model is not None:
-            pc = self.class_model.predict_proba(X)
+            pc = self.class_model.booster_.predict(M)
+            if pc.ndim == 1:  # two classes: the booster gives P(second class)
+                pc = np.column_stack([1.0 - pc, pc])
             best = pc.argmax(axis=1)
             out["likely_class"] = np.asarray(self.class_model.classes_)[best]
             out["p_class"] = pc[np.arange(len(ids)), best]
         else:
             out["likely_class"], out["p_class"] = None, np.nan
         for col in self.cqa_cols:
-            pred = self.cqa_models[col].predict(X)
+            pred = self.cqa_models[col].booster_.predict(M)
             grid = np.array(sorted(self.cqa_halfwidth[col]))
             near = grid[np.abs(grid[None, :] - progress[:, None]).argmin(axis=1)]
             half = np.array([self.cqa_halfwidth[col][p] for p in near])
@@ -255,7 +280,7 @@ class DeviationModel:
         out.loc[no_data, "p_deviation"] = self.base_rate
         out["reasons"] = ""
         if explain:
-            contrib = self.classifier.predict(X, pred_contrib=True)
+            contrib = self.classifier.booster_.predict(M, pred_contrib=True)
             out["reasons"] = reasons(contrib[:, :-1], X, self, top=top)
         out.loc[no_data, "reasons"] = "no data for this batch yet: the score is the base rate"
         return out

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from quality.data import batch_history, run_history
+from quality.deviation import _feature_matrix
 from quality.drift import PSI_FLAG, psi_table, reference
 from quality.errors import InputError, RegistryError, SchemaError
 from quality.maintenance import split_runs
@@ -151,6 +152,35 @@ def test_predictions_carry_class_cqa_interval_reasons_and_flags(history, trained
     assert risky["reasons"] and "(+" in risky["reasons"]
     words = " ".join(out["reasons"])
     assert any(w in words for w in ("envelope", "averaging", "now", "rising", "falling"))
+
+
+def test_scores_from_the_booster_equal_lightgbms_pandas_path(history, trained):
+    """Scoring hands LightGBM a float matrix (categories as codes) instead of the frame:
+    the same raw scores, class probabilities, CQA predictions and contributions, also for
+    an unseen category (missing) and a missing value."""
+    model, _, _ = trained
+    _, test = split_batches(history)
+    odd = history.subset(test[:30])
+    units = odd.outcomes["production_unit"].astype(object).to_numpy(copy=True)
+    units[:3] = "BR-999"
+    odd.outcomes = odd.outcomes.assign(production_unit=units)
+    X = model.features_at(odd, test[:30], 0.5)
+    X.iloc[3:6, 5] = np.nan
+    M = _feature_matrix(X)
+    assert np.isnan(M[:3, X.columns.get_loc("ctx|production_unit")]).all()
+    np.testing.assert_array_equal(
+        model.classifier.booster_.predict(M, raw_score=True),
+        model.classifier.predict_proba(X, raw_score=True),
+    )
+    np.testing.assert_array_equal(
+        model.classifier.booster_.predict(M, pred_contrib=True),
+        model.classifier.predict(X, pred_contrib=True),
+    )
+    np.testing.assert_allclose(
+        model.class_model.booster_.predict(M), model.class_model.predict_proba(X), rtol=1e-12
+    )
+    for reg in model.cqa_models.values():
+        np.testing.assert_array_equal(reg.booster_.predict(M), reg.predict(X))
 
 
 def test_a_frozen_sensor_is_named_and_makes_the_score_low_confidence(history, trained):
