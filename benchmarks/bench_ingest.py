@@ -17,10 +17,15 @@ does). Reported per case, medians over ``--runs``:
 - latency from source timestamp to committed (queryable) in the historian, p50 / p95;
 - ingest CPU microseconds per value: process time of every ingest process (this one, plus
   the workers) over the window / values received;
-- the node-opcua server's CPU over the window (% of one core), to show what is left.
+- the server's CPU over the window (% of one core), to show what is left.
+
+``--server asyncua`` runs the same tick server on asyncua (benchmarks/asyncua_server.py)
+instead: asyncua's server costs ~100 us per value change, so offer it less (e.g.
+``--cases 100x40,1000x4,3000x1.333``, 4,000 values/s).
 
 Usage: ``python benchmarks/bench_ingest.py [--seconds 10] [--runs 3] [--sessions 1,2]
-[--cases 100x200,1000x20,3000x6.667]`` (needs ``npm ci --prefix connectors/interop``).
+[--cases 100x200,1000x20,3000x6.667] [--server node|asyncua]`` (node: needs
+``npm ci --prefix connectors/interop``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -88,26 +94,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_case(tags: int, rate: float, seconds: float, work: Path, sessions: int) -> dict:
+SERVERS = {  # the tick server's command and endpoint path
+    "node": (["node", str(INTEROP / "server.js")], "/UA/node"),
+    "asyncua": (
+        [sys.executable, str(Path(__file__).with_name("asyncua_server.py"))],
+        "/UA/asyncua",
+    ),
+}
+
+
+def run_case(
+    tags: int, rate: float, seconds: float, work: Path, sessions: int, server: str = "node"
+) -> dict:
     port = free_port()
+    command, path = SERVERS[server]
     proc = subprocess.Popen(
-        [
-            "node",
-            str(INTEROP / "server.js"),
-            "--port",
-            str(port),
-            "--tags",
-            str(tags),
-            "--rate",
-            str(rate),
-        ],
+        [*command, "--port", str(port), "--tags", str(tags), "--rate", str(rate)],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         json_line(proc.stdout)
         historian = TimedHistorian(work / f"h{tags}")
-        url = f"opc.tcp://127.0.0.1:{port}/UA/node"
+        url = f"opc.tcp://127.0.0.1:{port}{path}"
         # every monitored item's queue holds 2 s of its changes (the default, 10, is 0.5 s
         # at 20 Hz: a pause of the ingest longer than that drops values, flagged Overflow)
         queue = max(10, math.ceil(2 * rate))
@@ -199,9 +208,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--cases", default="100x200,1000x20,3000x6.667", help="TAGSxHZ,...")
     parser.add_argument("--sessions", default="1,2", help="ingest sessions (processes),...")
+    parser.add_argument(
+        "--server",
+        choices=sorted(SERVERS),
+        default="node",
+        help="node-opcua (connectors/interop/server.js) or asyncua (benchmarks/asyncua_server.py)",
+    )
     args = parser.parse_args()
-    assert shutil.which("node"), "needs Node.js and `npm ci --prefix connectors/interop`"
-    print(f"machine: {machine()}; server: node-opcua")
+    if args.server == "node":
+        assert shutil.which("node"), "needs Node.js and `npm ci --prefix connectors/interop`"
+    print(f"machine: {machine()}; server: {args.server}")
     work = Path(tempfile.mkdtemp(prefix="biotwin-ingest-"))
     try:
         for case in args.cases.split(","):
@@ -210,7 +226,12 @@ def main() -> None:
                 results = []
                 for r in range(args.runs):
                     res = run_case(
-                        int(tags), rate, args.seconds, work / f"c{case}-s{sessions}-r{r}", sessions
+                        int(tags),
+                        rate,
+                        args.seconds,
+                        work / f"c{case}-s{sessions}-r{r}",
+                        sessions,
+                        args.server,
                     )
                     results.append(res)
                     print("  run", json.dumps({k: round(v, 3) for k, v in res.items()}))

@@ -363,7 +363,7 @@ class TwinServer:
             if hold is not None:
                 await hold.wait()
             wall0 = loop.time()
-            done = False
+            done = behind = False
             while not self._stop.is_set() and not done:
                 readings, contexts = await pending
                 pending = loop.run_in_executor(None, self._horizon, k + 1)
@@ -379,6 +379,19 @@ class TwinServer:
                     if delay > 0:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._stop.wait(), delay)
+                    else:
+                        # behind the clock (a speed beyond what this machine publishes):
+                        # catch up, but let the sessions' requests and publishes through
+                        # between samples, or clients time out on a busy server
+                        await asyncio.sleep(0)
+                        if delay < -5.0 and not behind:
+                            behind = True
+                            logger.warning(
+                                "publishing %.0f s behind the clock: speed %g is more than "
+                                "this machine serves",
+                                -delay,
+                                self.speed,
+                            )
                     if self._stop.is_set():
                         break
                     ts = self.start + timedelta(seconds=n * dt_s)

@@ -329,6 +329,8 @@ def test_kill_9_of_the_ingest_leaves_the_historian_intact(config, store):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    ingest = None
+    log = open(store / "ingest.log", "w")  # noqa: SIM115 (closed in finally)
     try:
         lines = []
         while not any("serving the twin" in line for line in lines) and len(lines) < 20:
@@ -348,15 +350,15 @@ def test_kill_9_of_the_ingest_leaves_the_historian_intact(config, store):
             ],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         historian = Historian(store / "historian")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and historian.count() < 5000:
             time.sleep(0.5)
         before = historian.count()
-        assert before >= 5000
+        assert before >= 5000, (store / "ingest.log").read_text()[-3000:]
         os.kill(ingest.pid, signal.SIGKILL)
         ingest.wait()
         after = Historian(store / "historian")  # opens; cleans any half-written file
@@ -365,6 +367,10 @@ def test_kill_9_of_the_ingest_leaves_the_historian_intact(config, store):
         total, distinct = raw_rows(after)
         assert total == distinct
     finally:
+        if ingest is not None and ingest.poll() is None:
+            ingest.kill()
+            ingest.wait()
+        log.close()
         server.send_signal(signal.SIGINT)
         try:
             server.wait(timeout=20)
