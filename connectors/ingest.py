@@ -12,7 +12,10 @@ How nothing is lost:
 - Store-and-forward: when an append fails (disk full, historian unavailable), the rows go
   to a bounded in-memory buffer, beyond which they spill to Parquet files in the spool
   directory; both are retried, oldest first, before new rows.
-- Reconnection: a health probe detects a dropped server; the ingest reconnects with
+- Reconnection: a health probe detects a dropped server, and a watchdog a subscription
+  that has gone silent (no publish response, not even a keep-alive, for three keep-alive
+  periods: the server lost it, and asyncua's client stops publishing without an error);
+  the ingest reconnects with
   exponential backoff (capped, with jitter from a seeded generator), re-subscribes, and
   where the server supports HistoryRead, backfills each tag from its last stored source
   time. Live values arriving during the backfill are held and written after it.
@@ -145,6 +148,18 @@ class _BatchSubscription(Subscription):
     def __init__(self, *args, on_batch: Callable, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.on_batch = on_batch
+        self.last_publish_at = time.monotonic()
+        self.revised: ua.CreateSubscriptionResult | None = None  # the server's parameters
+
+    def silent_limit_s(self) -> float:
+        """How long without any publish response (data or keep-alive) means the server has
+        lost the subscription: three keep-alive periods, at least 5 s."""
+        interval_ms = self.parameters.RequestedPublishingInterval
+        keep_alive = self.parameters.RequestedMaxKeepAliveCount
+        if self.revised is not None:
+            interval_ms = self.revised.RevisedPublishingInterval or interval_ms
+            keep_alive = self.revised.RevisedMaxKeepAliveCount or keep_alive
+        return max(5.0, 3 * interval_ms * keep_alive / 1000.0)
 
     async def publish_callback(self, publish_result: ua.PublishResult) -> None:
         self.last_publish_at = time.monotonic()
@@ -354,11 +369,19 @@ class Ingest:
                 self._accept(batch)
             self.connected.set()
             logger.info("ingest: %d tags from %s", len(specs), self.endpoint)
+            silent_s = sub.silent_limit_s()
             while not self._stop.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
-                except TimeoutError:
-                    await client.nodes.server_state.read_value()  # health probe
+                if self._stop.is_set():
+                    break
+                await client.nodes.server_state.read_value()  # health probe
+                quiet = time.monotonic() - sub.last_publish_at
+                if quiet > silent_s:  # the session lives, the subscription does not
+                    raise ConnectionError(
+                        f"no publish response for {quiet:.0f} s (limit {silent_s:.0f} s): "
+                        "the server lost the subscription"
+                    )
             with _quiet():
                 await sub.delete()
         finally:
@@ -474,7 +497,8 @@ class Ingest:
             Priority=0,
         )
         sub = _BatchSubscription(client.uaclient, params, handler=None, on_batch=self._on_batch)
-        await sub.init()
+        sub.revised = await sub.init()
+        sub.last_publish_at = time.monotonic()
         requests = []
         self._specs, self._context_specs = {}, {}
         handle = 1

@@ -472,3 +472,45 @@ def test_a_context_change_stamped_before_the_stored_context_is_kept_valid(tmp_pa
     assert list(ctx["start_time"]) == [late, early + pd.Timedelta(minutes=5)]
     assert ctx["end_time"].iloc[0] == ctx["start_time"].iloc[1]
     assert ctx["batch_id"].iloc[-1] == "B00001"
+
+
+def test_a_subscription_the_server_lost_is_made_again(store):
+    """The session lives but the server deleted the subscription (asyncua's client then
+    stops publishing for good, without an error): the ingest notices the silence, reconnects
+    and stores what the server produces afterwards."""
+    url = f"opc.tcp://127.0.0.1:{free_port()}/small/"
+    tag_map = store / "tags.csv"
+
+    async def main():
+        server, idx, nodes = await _small_server(url)
+        tag_map.write_text(f"node_id,tag,unit\nns={idx};s=Counter,CNT,SKID\n")
+        historian = Historian(store / "historian")
+        async with server:
+            ingest = Ingest(
+                url,
+                historian,
+                store / "spool",
+                tag_map=read_tag_map(tag_map),
+                publishing_ms=100,
+                backoff_s=(0.2, 1.0),
+            )
+            job = asyncio.create_task(ingest.run())
+            await asyncio.wait_for(ingest.connected.wait(), 30)
+            service = server.iserver.subscription_service
+            await service.delete_subscriptions(list(service.subscriptions))
+            t0 = pd.Timestamp.now(tz="UTC").floor("s")
+            for i in range(1, 31):  # 15 s of values, one every 0.5 s
+                ts = (t0 + pd.Timedelta(seconds=i)).to_pydatetime()
+                await nodes["count"].write_value(
+                    ua.DataValue(ua.Variant(i, ua.VariantType.Int32), SourceTimestamp=ts)
+                )
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
+            ingest.stop()
+            await job
+        return historian, ingest, t0
+
+    historian, ingest, t0 = run(main())
+    assert ingest.reconnects >= 1
+    late = historian.query(["CNT"], start=t0 + pd.Timedelta(seconds=20))
+    assert late["value"].tolist() == list(range(20, 31))  # after the reconnection, every one
