@@ -207,12 +207,11 @@ def sim_frequent(config):
 def test_precursors_lead_the_onset(sim_frequent, deviation_class, tag, rise):
     """The root cause shows in the half of its lead time before the onset (DOMAIN.md: the
     sensors show it before the outcome), compared with clean runs at the same point."""
-    sim_150d = sim_frequent
-    lead_h = sim_150d.config.deviations[deviation_class].precursor_lead_h
+    lead_h = sim_frequent.config.deviations[deviation_class].precursor_lead_h
     assert lead_h > 0
     before, clean = [], []
-    for unit in sim_150d.config.units_of_class("production_bioreactor"):
-        tl, sig = sim_150d.timelines[unit.id], dict(sim_150d.true_signals[unit.id])
+    for unit in sim_frequent.config.units_of_class("production_bioreactor"):
+        tl, sig = sim_frequent.timelines[unit.id], dict(sim_frequent.true_signals[unit.id])
         sig["probe_offset"] = sig["ph"] - sig["ph_offline"]
         for seg in tl.segments:
             n = seg.end - seg.start
