@@ -35,6 +35,14 @@ PROGRESS_GRID = (0.1, 0.25, 0.4, 0.5, 0.65, 0.8, 1.0)
 N_FOLDS = 3
 CONFORMAL_LEVEL = 0.9
 CLASS_MIN_COUNT = 3
+#: numbers of boosting rounds the blocked cross-validation chooses among (up to the cap,
+#: ``n_estimators``) by out-of-fold log loss
+ROUND_CANDIDATES = (10, 15, 20, 30, 40, 60, 80, 120, 160)
+
+
+def _log_loss(y: np.ndarray, raw: np.ndarray) -> float:
+    """Mean negative log-likelihood of 0/1 outcomes under raw scores (log-odds)."""
+    return float(np.mean(np.logaddexp(0.0, raw) - y * raw))
 
 
 def _params(seed: int, **extra) -> dict:
@@ -94,6 +102,8 @@ class DeviationModel:
     classes: list[str] = field(default_factory=list)
     cqa_cols: list[str] = field(default_factory=list)
     base_rate: float = 0.0
+    rounds: int = 0
+    rounds_cv_log_loss: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ fit
     def fit(self, history: BatchHistory, batch_ids=None) -> DeviationModel:
@@ -121,16 +131,27 @@ class DeviationModel:
         self.base_rate = float(labels.astype(bool).mean())
         self.params = _params(self.seed, **self.params)
         # blocked cross-fitting: each batch's out-of-fold score comes from a model that did
-        # not see it; those scores fit the calibration and the conformal widths
+        # not see it; those scores fit the calibration and the conformal widths, and choose
+        # the number of boosting rounds (more than the data support fit noise in ~900 features)
         position = pd.Series(np.arange(len(ids)) * N_FOLDS // len(ids), index=ids)
         fold = position.reindex(rows).to_numpy()
-        oof = np.zeros(len(X))
+        cap = int(self.params["n_estimators"])
+        candidates = [r for r in ROUND_CANDIDATES if r < cap] + [cap]
+        oof = np.zeros((len(candidates), len(X)))
         for k in range(N_FOLDS):
             train = fold != k
             model = lgb.LGBMClassifier(**self.params).fit(X[train], y[train])
-            oof[~train] = model.predict_proba(X[~train], raw_score=True)
-        self.classifier = lgb.LGBMClassifier(**self.params).fit(X, y)
-        self.calibrator = Platt().fit(oof, y)
+            M = _feature_matrix(X[~train])
+            for j, rounds in enumerate(candidates):
+                oof[j, ~train] = model.booster_.predict(M, raw_score=True, num_iteration=rounds)
+        loss = [_log_loss(y, raw) for raw in oof]
+        best = int(np.argmin(loss))  # the first minimum: the fewest rounds among equals
+        self.rounds = candidates[best]
+        self.rounds_cv_log_loss = {r: round(v, 5) for r, v in zip(candidates, loss, strict=True)}
+        logger.info("boosting rounds chosen by blocked CV: %d of %d", self.rounds, cap)
+        self.classifier = lgb.LGBMClassifier(**{**self.params, "n_estimators": self.rounds})
+        self.classifier.fit(X, y)
+        self.calibrator = Platt().fit(oof[best], y)
         self._fit_classes(history, X, rows)
         self._fit_cqas(history, X, rows, fold)
         return self

@@ -21,7 +21,7 @@ import sklearn
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from quality.data import BatchHistory, RunHistory
-from quality.deviation import DeviationModel
+from quality.deviation import N_FOLDS, DeviationModel
 from quality.drift import reference
 from quality.maintenance import MaintenanceModel, phm_score, run_features, split_runs
 
@@ -289,6 +289,10 @@ def train_deviation(
         "period": f"{pd.to_datetime(order.min(), unit='s')} .. "
         f"{pd.to_datetime(order.max(), unit='s')}",
         "deviation_rate_train": float(history.outcomes.loc[train_ids, "label"].astype(bool).mean()),
+        "boosting_rounds": (
+            f"{model.rounds}, chosen by blocked {N_FOLDS}-fold out-of-fold log loss "
+            f"{model.rounds_cv_log_loss}"
+        ),
     }
     fp = frame_fingerprint(history.bins, history.outcomes.astype(str))
     meta = _meta(

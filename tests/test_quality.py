@@ -46,11 +46,16 @@ def test_deviation_model_ranks_held_out_batches_and_beats_the_envelope_rule(trai
     _, meta, metrics = trained
     at = _by_p(metrics)
     assert at[0.5]["positives"] >= 30
-    assert at[0.25]["roc_auc"] >= 0.65
-    assert at[0.5]["roc_auc"] >= 0.84
-    assert at[1.0]["roc_auc"] >= 0.88
-    for p in (0.5, 0.75, 1.0):
+    assert at[0.25]["roc_auc"] >= 0.70  # the issue asks 0.80: not met (docs/quality.md)
+    assert at[0.5]["roc_auc"] >= 0.90  # the issue's target
+    assert at[1.0]["roc_auc"] >= 0.93
+    for p in (0.1, 0.25, 0.5, 0.75, 1.0):
         assert at[p]["roc_auc"] > at[p]["envelope_rule_auc"], p
+    # the number of boosting rounds came from the training batches' cross-validation
+    model = trained[0]
+    assert model.rounds in model.rounds_cv_log_loss
+    assert model.rounds_cv_log_loss[model.rounds] == min(model.rounds_cv_log_loss.values())
+    assert model.classifier.booster_.num_trees() == model.rounds
     # more of the batch seen, better ranking
     assert at[1.0]["roc_auc"] > at[0.5]["roc_auc"] > at[0.1]["roc_auc"]
     assert meta["metrics"]["headline"]["auc_p50"] == at[0.5]["roc_auc"]
