@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _machine import machine
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from quality.data import batch_history_from_twin
@@ -97,6 +98,14 @@ def foreknowledge(run_dir: Path, plant, outcomes: pd.DataFrame, cut_h: float) ->
     return (1.0 - q) + np.isin(ids, list(visible))
 
 
+def calibration_slope(score: pd.Series, label: pd.Series) -> float:
+    """Slope of the outcome's log-odds on the predicted log-odds (1: calibrated spread)."""
+    p = np.clip(score.to_numpy(dtype=float), 1e-6, 1 - 1e-6)
+    logit = np.log(p / (1 - p)).reshape(-1, 1)
+    fit = LogisticRegression(C=1e6).fit(logit, label.to_numpy(dtype=int))
+    return float(fit.coef_[0, 0])
+
+
 def one_seed(seed: int, days: float, tmp: Path) -> list[dict]:
     plant = load_config()
     plant = plant.model_copy(
@@ -123,6 +132,9 @@ def one_seed(seed: int, days: float, tmp: Path) -> list[dict]:
                 "envelope": r["envelope_rule_auc"],
                 "onset_oracle": r["onset_oracle_auc"],
                 "foreknowledge": float(roc_auc_score(pred["label"], ref)),
+                "mean_predicted": float(pred["score"].mean()),
+                "observed": float(pred["label"].mean()),
+                "calibration_slope": calibration_slope(pred["score"], pred["label"]),
                 "rounds": model.rounds,
             }
         )
@@ -156,6 +168,15 @@ def main() -> None:
     for p, g in table.groupby("progress"):
         cells = [f"{statistics.mean(g[c]):.3f} [{g[c].min():.3f}, {g[c].max():.3f}]" for c in cols]
         print(f"| {p:.0%} | " + " | ".join(cells) + " |")
+    print("\nCalibration on the held-out batches: mean over seeds")
+    print("| progress | mean predicted | observed | calibration slope |")
+    print("|---|---|---|---|")
+    for p, g in table.groupby("progress"):
+        print(
+            f"| {p:.0%} | {g['mean_predicted'].mean():.3f} | {g['observed'].mean():.3f} "
+            f"| {g['calibration_slope'].mean():.2f} [{g['calibration_slope'].min():.2f}, "
+            f"{g['calibration_slope'].max():.2f}] |"
+        )
     beaten = table[table["model"] <= table["envelope"]]
     for _, r in beaten.iterrows():
         print(f"envelope rule not beaten: seed {int(r['seed'])} at {r['progress']:.0%}")

@@ -1,9 +1,10 @@
 """The batch deviation model: early warning for QA triage.
 
 One LightGBM classifier sees a batch at several progress points (progress is a feature), so
-the same model scores a batch at 10 % and at 90 %. Probabilities are calibrated with an
-logistic (Platt) map of the raw score fitted on the latest part of the training batches (never
-on the test batches); being strictly monotone, it keeps the ranking (ROC AUC) intact.
+the same model scores a batch at 10 % and at 90 %. Probabilities are calibrated with a
+logistic (Platt) map of the raw score whose slope and offset depend on progress, fitted on
+blocked out-of-fold scores of the training batches (never on the test batches); strictly
+monotone at each progress, it keeps the ranking (ROC AUC) there intact.
 A second classifier names the likely deviation class; one regressor per CQA predicts its
 value, with an interval per progress point.
 
@@ -151,7 +152,7 @@ class DeviationModel:
         logger.info("boosting rounds chosen by blocked CV: %d of %d", self.rounds, cap)
         self.classifier = lgb.LGBMClassifier(**{**self.params, "n_estimators": self.rounds})
         self.classifier.fit(X, y)
-        self.calibrator = Platt().fit(oof[best], y)
+        self.calibrator = Platt().fit(oof[best], y, progress=X["progress"].to_numpy())
         self._fit_classes(history, X, rows)
         self._fit_cqas(history, X, rows, fold)
         return self
@@ -238,7 +239,8 @@ class DeviationModel:
         return self._probability(_feature_matrix(X))
 
     def _probability(self, M: np.ndarray) -> np.ndarray:
-        return self.calibrator.predict(self.classifier.booster_.predict(M, raw_score=True))
+        raw = self.classifier.booster_.predict(M, raw_score=True)
+        return self.calibrator.predict(raw, progress=M[:, self.features.index("progress")])
 
     def predict(
         self,

@@ -83,9 +83,11 @@ def test_onset_oracle_counts_deviations_under_way_from_the_simulator_truth(twin_
 
 
 def test_probabilities_are_calibrated_on_held_out_batches(trained):
-    _, _, metrics = trained
+    model, _, metrics = trained
+    # the raw scores spread less early than late: the calibration's slope grows with progress
+    assert model.calibrator.a_p > 0
     preds = metrics["_predictions"]
-    for p in (0.5, 1.0):
+    for p in (0.25, 0.5, 1.0):
         d = preds[np.isclose(preds["progress"], p)]
         base = d["label"].mean()
         brier_base = ((d["label"] - base) ** 2).mean()

@@ -1,0 +1,61 @@
+"""Platt calibration: monotone at each progress, progress-dependent when the scores need it."""
+
+import numpy as np
+import pytest
+
+from quality.calibration import Platt
+
+
+def _scores(rng, n, spread_at):
+    """Raw scores whose true log-odds are ``spread_at(t) * raw``: overconfident early."""
+    t = rng.choice([0.1, 0.5, 1.0], size=n)
+    raw = rng.normal(0.0, 2.0, size=n)
+    truth = 1.0 / (1.0 + np.exp(-(spread_at(t) * raw - 1.0)))
+    y = rng.random(n) < truth
+    return raw, y, t, truth
+
+
+def test_progress_dependent_map_recovers_a_spread_that_changes_with_progress():
+    rng = np.random.default_rng(3)
+    raw, y, t, truth = _scores(rng, 20_000, lambda t: 0.3 + 1.2 * t)
+    pooled = Platt().fit(raw, y)
+    by_progress = Platt().fit(raw, y, progress=t)
+    assert by_progress.a_p > 0.5
+    err_pooled = np.abs(pooled.predict(raw) - truth).mean()
+    err = np.abs(by_progress.predict(raw, progress=t) - truth).mean()
+    assert err < 0.5 * err_pooled
+    assert err < 0.02
+
+
+def test_map_keeps_the_ranking_at_every_progress():
+    rng = np.random.default_rng(4)
+    raw, y, t, _ = _scores(rng, 5_000, lambda t: 0.3 + 1.2 * t)
+    cal = Platt().fit(raw, y, progress=t)
+    grid = np.linspace(-6, 6, 101)
+    for p in (0.0, 0.25, 0.5, 1.0):
+        assert np.all(np.diff(cal.predict(grid, progress=p)) > 0)
+
+
+def test_a_slope_that_would_reverse_falls_back_to_one_map(caplog):
+    rng = np.random.default_rng(5)
+    n = 6_000
+    t = rng.choice([0.0, 1.0], size=n)
+    raw = rng.normal(0.0, 2.0, size=n)
+    sign = np.where(t > 0.5, -1.0, 1.0)  # at progress 1 the raw score is anti-informative
+    y = rng.random(n) < 1.0 / (1.0 + np.exp(-sign * raw))
+    cal = Platt().fit(raw, y, progress=t)
+    assert cal.a_p == 0.0 and cal.b_p == 0.0
+    assert "reverse the ranking" in caplog.text
+
+
+def test_progress_dependent_map_needs_the_progress():
+    rng = np.random.default_rng(6)
+    raw, y, t, _ = _scores(rng, 2_000, lambda t: 0.3 + 1.2 * t)
+    cal = Platt().fit(raw, y, progress=t)
+    with pytest.raises(ValueError, match="progress"):
+        cal.predict(raw)
+
+
+def test_one_outcome_leaves_the_identity():
+    cal = Platt().fit(np.array([0.1, 0.2, 0.3]), np.array([0, 0, 0]))
+    assert (cal.a, cal.b, cal.a_p, cal.b_p) == (1.0, 0.0, 0.0, 0.0)
