@@ -216,23 +216,38 @@ def score(
     every: Annotated[
         float | None, typer.Option(help="Score again every SECONDS until stopped (a service).")
     ] = None,
+    outcomes: Annotated[
+        Path | None,
+        typer.Option(
+            help="Batch outcomes decided so far (QA / LIMS, CSV or Parquet; read each round): "
+            "from the historian, check the deviation model's AUC on them.",
+            dir_okay=False,
+        ),
+    ] = None,
+    batch_col: Annotated[str, typer.Option(help="With --outcomes: batch id column.")] = (
+        "batch_id"
+    ),
+    label_col: Annotated[str, typer.Option(help="With --outcomes: label column (0/1).")] = (
+        "label"
+    ),
 ) -> None:
-    """Score open batches and assets with the approved models into DATA_DIR/scores."""
+    """Score open batches and assets with the approved models into DATA_DIR/scores.
+
+    Also writes scores/drift.json: PSI of recent batches against the training reference and,
+    once outcomes are known (twin output has them; for the historian give --outcomes), the
+    deviation model's ROC AUC on batches it never trained on.
+    """
+    if outcomes is not None and twin is not None:
+        _fail(ValueError("--outcomes: twin output carries its outcomes; give one or the other"))
+    job = _ScoreJob(twin, _data_dir(data_dir), outcomes, batch_col, label_col)
     if every is not None:
-        _score_loop(twin, _data_dir(data_dir), every)
+        _score_loop(job, every)
         return
-    from quality.jobs import score_twin
-
-    store = _data_dir(data_dir)
     try:
-        if twin is None:
-            from quality.live import score_historian
-
-            batches, assets = score_historian(store, _registry(store), store / "scores")
-        else:
-            batches, assets = score_twin(twin, _registry(store), store / "scores")
+        batches, assets = job()
     except (QualityError, OSError) as exc:
         _fail(exc)
+    store = job.store
     table = Table(title=f"{len(batches)} open batches, riskiest first")
     for c in ("batch_id", "progress", "p_deviation", "likely_class", "low_confidence", "reasons"):
         table.add_column(c)
@@ -249,23 +264,44 @@ def score(
     console.print(f"{len(assets)} assets scored; written to {store / 'scores'}")
 
 
-def _score_loop(twin: Path | None, store: Path, every: float) -> None:
+class _ScoreJob:
+    """One scoring round: the twin output, or the historian (with outcomes if given)."""
+
+    def __init__(self, twin, store, outcomes, batch_col, label_col):
+        self.twin, self.store, self.outcomes = twin, store, outcomes
+        self.batch_col, self.label_col = batch_col, label_col
+
+    def __call__(self):
+        from quality.jobs import score_twin
+
+        out = self.store / "scores"
+        if self.twin is not None:
+            return score_twin(self.twin, _registry(self.store), out)
+        from quality.data import read_table
+        from quality.live import score_historian
+
+        table = None if self.outcomes is None else read_table(self.outcomes, "outcomes")
+        return score_historian(
+            self.store,
+            _registry(self.store),
+            out,
+            outcomes=table,
+            batch_col=self.batch_col,
+            label_col=self.label_col,
+        )
+
+
+def _score_loop(job: _ScoreJob, every: float) -> None:
     """Score, sleep, repeat; a failed round is reported and the next one tried."""
     import signal
     import time
-
-    from quality.jobs import score_twin
-    from quality.live import score_historian
 
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     while not stopping:
         started = time.monotonic()
         try:
-            if twin is None:
-                batches, _ = score_historian(store, _registry(store), store / "scores")
-            else:
-                batches, _ = score_twin(twin, _registry(store), store / "scores")
+            batches, _ = job()
             console.print(f"{time.strftime('%H:%M:%S')} scored {len(batches)} open batches")
         except (QualityError, OSError) as exc:
             err_console.print(f"{time.strftime('%H:%M:%S')} scoring failed: {escape(str(exc))}")

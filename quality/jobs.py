@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from quality.data import batch_history_from_twin, run_history_from_twin
-from quality.drift import PSI_FLAG, psi_table
+from quality.drift import deviation_performance, psi_table
 from quality.registry import Registry
 from quality.service import train_deviation, train_maintenance
 
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 TRAINING_DAYS = 730
 TRAINING_SEED = 1
 TRAINING_INTERVAL_MIN = 10
+#: the latest batches whose features the drift check compares with the training reference
+DRIFT_WINDOW = 120
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
@@ -132,14 +134,26 @@ def score_twin(
         )
     write_parquet(scores, out_dir / "batch_scores.parquet")
     write_parquet(asset_scores, out_dir / "asset_scores.parquet")
-    recent = history.outcomes.sort_values("order").index[-60:]
-    write_drift(out_dir, now, dev.features_at(history, recent, 0.5), dev_meta)
+    recent = history.outcomes.sort_values("order").index[-DRIFT_WINDOW:]
+    source = str(dev_meta.get("training_data", {}).get("source", ""))
+    same = source != "" and Path(source).resolve() == Path(twin_dir).resolve()
+    performance = deviation_performance(dev, dev_meta, history, same_source=same)
+    write_drift(out_dir, now, dev.features_at(history, recent, 0.5), dev_meta, performance)
     return scores, asset_scores
 
 
-def write_drift(out_dir: Path, now: pd.Timestamp, X: pd.DataFrame, meta: dict) -> dict:
-    """PSI of ``X`` against the model's training reference, into out_dir/drift.json."""
+def write_drift(
+    out_dir: Path,
+    now: pd.Timestamp,
+    X: pd.DataFrame,
+    meta: dict,
+    performance: dict | None = None,
+) -> dict:
+    """PSI of ``X`` against the model's training reference, and the performance on batches
+    with outcomes (:func:`quality.drift.deviation_performance`), into out_dir/drift.json."""
     drift = {"computed_at": now.isoformat(), "deviation": _drift(X, meta)}
+    if performance is not None:
+        drift["deviation"]["performance"] = performance
     tmp = out_dir / ".drift.json.tmp"
     tmp.write_text(json.dumps(drift, indent=2, default=str))
     os.replace(tmp, out_dir / "drift.json")
@@ -177,7 +191,7 @@ def asset_score_frame(assets: pd.DataFrame, meta: dict, now: pd.Timestamp) -> pd
 
 def _drift(X: pd.DataFrame, meta: dict) -> dict:
     table = psi_table(meta.get("drift_reference", {}), X)
-    flagged = table[table["psi"] > PSI_FLAG]
+    flagged = table[table["flag"] == "drift"]
     return {
         "model_version": meta["version"],
         "features_checked": len(table),

@@ -35,6 +35,7 @@ from quality.data import (
     _labels_allow_missing,
     _require,
 )
+from quality.drift import PERFORMANCE_WINDOW, deviation_performance
 from quality.errors import InputError
 from quality.jobs import asset_score_frame, batch_score_frame, write_drift, write_parquet
 from quality.registry import Registry
@@ -203,8 +204,10 @@ def training_history_from_historian(
     context_cols: list[str] | None = None,
     bin_h: float = 1.0,
     min_batches: int = MIN_BATCHES,
+    require_both: bool = True,
 ) -> BatchHistory:
-    """Trajectories from the historian joined to outcomes from a file, for training.
+    """Trajectories from the historian joined to outcomes from a file, for training (and,
+    with ``min_batches=0, require_both=False``, for checking a model on them).
 
     The historian holds what OPC UA carries: no outcome. QA decisions and laboratory
     results (the LIMS) come as a table, one row per batch: ``batch_col``, ``label_col``
@@ -262,7 +265,7 @@ def training_history_from_historian(
             f"outcomes.{label_col}: at least {min_batches} labelled batches with data in the "
             f"historian are needed to fit; got {labelled}"
         )
-    if result["label"].dropna().nunique() < 2:
+    if require_both and result["label"].dropna().nunique() < 2:
         raise InputError(f"outcomes.{label_col}: both outcomes (0 and 1) must occur to fit")
     return BatchHistory(
         bins=history.bins,
@@ -327,8 +330,23 @@ def run_history_from_historian(historian, config, *, days: float = 14.0) -> RunH
     return _finish_runs(keep, sensors, True, categorical=["asset_kind"])
 
 
-def score_historian(store: Path, registry: Registry, out_dir: Path, config=None):
-    """Score the historian's open batches and assets; write the score files."""
+def score_historian(
+    store: Path,
+    registry: Registry,
+    out_dir: Path,
+    config=None,
+    *,
+    outcomes: pd.DataFrame | None = None,
+    batch_col: str = "batch_id",
+    label_col: str = "label",
+):
+    """Score the historian's open batches and assets; write the score files.
+
+    With ``outcomes`` (QA / LIMS decisions, as for ``biotwin train --outcomes``), the
+    deviation model's performance is checked on the latest decided batches that started
+    after its training data (:func:`quality.drift.deviation_performance`) and written to
+    drift.json with the PSI check.
+    """
     from connectors.historian import Historian
     from twin.config import load_config
 
@@ -349,6 +367,46 @@ def score_historian(store: Path, registry: Registry, out_dir: Path, config=None)
     write_parquet(asset_scores, out_dir / "asset_scores.parquet")
     # drift: the open batches past half-way, at 50 %, against the training reference
     half = scores.loc[scores["progress"] >= 0.5, "batch_id"]
-    if len(half):
-        write_drift(out_dir, now, dev.features_at(history, half, 0.5), dev_meta)
+    performance = None
+    if outcomes is not None:
+        performance = _performance(historian, config, dev, dev_meta, outcomes, batch_col, label_col)
+    if len(half) or performance is not None:
+        X = dev.features_at(history, half, 0.5) if len(half) else pd.DataFrame()
+        write_drift(out_dir, now, X, dev_meta, performance)
     return scores, asset_scores
+
+
+def _performance(historian, config, dev, meta, outcomes, batch_col, label_col) -> dict:
+    """deviation_performance on the decided batches of ``outcomes`` after the training data.
+
+    Only those batches (the latest :data:`PERFORMANCE_WINDOW` by their first context in the
+    historian) are read, with the context columns the model uses that the table has.
+    """
+    _require(outcomes, [batch_col, label_col], "outcomes")
+    decided = outcomes[outcomes[label_col].notna()]
+    first = historian.batch_context().groupby("batch_id")["start_time"].min()
+    same = str(meta.get("training_data", {}).get("source", "")).startswith("historian")
+    cut = meta.get("training_data", {}).get("train_until_order") if same else -np.inf
+    if cut is None:
+        return deviation_performance(dev, meta, None)
+    start = decided[batch_col].astype(str).map(first)
+    after = decided[(start.map(lambda t: t.timestamp(), na_action="ignore") > float(cut))]
+    after = after.assign(_start=start).sort_values("_start").tail(PERFORMANCE_WINDOW)
+    context = [
+        c
+        for c in [*dev.featurizer.context_numeric, *dev.featurizer.context_categories]
+        if c in outcomes.columns
+    ]
+    if after.empty:
+        return deviation_performance(dev, meta, None, same_source=same)
+    history = training_history_from_historian(
+        historian,
+        config,
+        after.drop(columns="_start"),
+        batch_col=batch_col,
+        label_col=label_col,
+        context_cols=context,
+        min_batches=0,
+        require_both=False,
+    )
+    return deviation_performance(dev, meta, history, same_source=same)

@@ -285,6 +285,9 @@ def train_deviation(
         "batches_train": len(train_ids),
         "batches_test": len(test_ids),
         "first_batch": str(train_ids[0]),
+        "last_batch": str(train_ids[-1]),
+        # performance monitoring counts only batches that started after this one
+        "train_until_order": float(history.outcomes.loc[train_ids[-1], "order"]),
         "split": f"by start time: test = the latest {test_share:.0%} of labelled batches",
         "period": f"{pd.to_datetime(order.min(), unit='s')} .. "
         f"{pd.to_datetime(order.max(), unit='s')}",

@@ -44,3 +44,37 @@ def test_models_page_without_models_says_how_to_get_them(tmp_path, monkeypatch):
     at = AppTest.from_file(str(PAGE), default_timeout=60).run()
     assert not at.exception
     assert any("biotwin train" in i.value for i in at.info)
+
+
+def test_models_page_shows_drift_and_a_performance_drop(tmp_path, monkeypatch, history, trained):
+    import pandas as pd
+
+    from quality.drift import deviation_performance
+    from quality.jobs import write_drift
+    from quality.service import split_batches
+
+    monkeypatch.setenv("BIOTWIN_DATA_DIR", str(tmp_path))
+    model, meta, _ = trained
+    version = Registry(tmp_path / "models").register(model, meta)
+    meta = {**meta, "version": version}
+    _, test = split_batches(history)
+    flipped = history.subset(history.outcomes.index)
+    labels = flipped.outcomes["label"].copy()
+    labels[test] = ~labels[test].astype(bool)
+    flipped.outcomes = flipped.outcomes.assign(label=labels)
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    write_drift(
+        scores,
+        pd.Timestamp("2026-12-02T10:00:00Z"),
+        model.features_at(history, test[-60:], 0.5),
+        meta,
+        deviation_performance(model, meta, flipped),
+    )
+
+    at = AppTest.from_file(str(PAGE), default_timeout=60).run()
+    assert not at.exception
+    # the latest batches' seed agitator vibrates more than in training: a PSI flag, shown
+    assert any("features drifting" in m.value for m in [*at.warning, *at.success])
+    drop = [w.value for w in at.warning if "performance at 50% progress" in w.value]
+    assert drop and "120 latest batches with an outcome" in drop[0] and version in drop[0]

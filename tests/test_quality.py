@@ -15,7 +15,7 @@ import pytest
 
 from quality.data import batch_history, run_history
 from quality.deviation import _feature_matrix
-from quality.drift import PSI_FLAG, psi_table, reference
+from quality.drift import PSI_FLAG, deviation_performance, psi_table, reference
 from quality.errors import InputError, RegistryError, SchemaError
 from quality.maintenance import split_runs
 from quality.registry import Registry
@@ -355,6 +355,49 @@ def test_drift_flags_a_shifted_feature_and_not_the_training_data(history, traine
     table = psi_table(reference(X), shifted).set_index("feature")
     assert table.loc["ctx|media_potency", "psi"] > PSI_FLAG
     assert table.loc["ctx|media_potency", "flag"] == "drift"
+
+
+def test_performance_check_counts_only_batches_after_the_training_data(history, trained):
+    model, meta, _ = trained
+    train, test = split_batches(history)
+    perf = deviation_performance(model, meta, history)
+    # the latest 120 batches with an outcome, all started after the last training batch
+    assert meta["training_data"]["last_batch"] == str(train[-1])
+    cut = meta["training_data"]["train_until_order"]
+    assert perf["batches"] == 120 and (history.outcomes.loc[test[-120:], "order"] > cut).all()
+    assert perf["first_batch"] == str(test[-120]) and perf["last_batch"] == str(test[-1])
+    assert abs(perf["auc"] - perf["validation_auc"]) < 0.1 and not perf["flag"]
+    assert abs(perf["mean_predicted"] - perf["observed"]) < 0.08
+
+
+def test_performance_check_flags_a_model_whose_ranking_broke(history, trained):
+    model, meta, _ = trained
+    _, test = split_batches(history)
+    flipped = history.subset(history.outcomes.index)
+    labels = flipped.outcomes["label"].copy()
+    labels[test] = ~labels[test].astype(bool)  # the process changed: the model now ranks wrong
+    flipped.outcomes = flipped.outcomes.assign(label=labels)
+    perf = deviation_performance(model, meta, flipped)
+    assert perf["auc"] < 0.3 and perf["flag"]
+
+
+def test_performance_check_waits_for_enough_outcomes(history, trained):
+    model, meta, _ = trained
+    _, test = split_batches(history)
+    few = history.subset(history.outcomes.index)
+    labels = few.outcomes["label"].copy().astype(object)
+    labels[test[10:]] = None  # only ten outcomes known since training
+    few.outcomes = few.outcomes.assign(label=labels)
+    perf = deviation_performance(model, meta, few)
+    assert perf["batches"] == 10 and perf["auc"] is None and not perf["flag"]
+    assert "needs 20" in perf["note"]
+    old = {
+        **meta,
+        "training_data": {
+            k: v for k, v in meta["training_data"].items() if k != "train_until_order"
+        },
+    }
+    assert "retrain" in deviation_performance(model, old, history)["note"]
 
 
 def test_running_sum_features_equal_the_direct_computation(history, trained):

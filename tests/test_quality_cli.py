@@ -237,8 +237,29 @@ def test_score_from_the_historian_with_approved_models(tmp_path, trained, maint)
 
     drift = json.loads((store / "scores" / "drift.json").read_text())["deviation"]
     assert drift["features_checked"] > 50 and isinstance(drift["flag"], bool)
+    assert "performance" not in drift  # no outcomes given
     listed = invoke("models", "list", "--data-dir", store)
     assert "approved" in listed.output
+
+    # QA's decisions so far, as the LIMS exports them: the performance check reads them
+    b = pd.read_parquet(tmp_path / "live" / "batches.parquet")
+    done = b["status"].isin(["released", "rejected", "lost"])
+    bad = b["any_oos"].fillna(False).astype(bool) | (b["n_deviations"] > 0)
+    bad |= b["status"].eq("lost")
+    lims = tmp_path / "lims.csv"
+    pd.DataFrame({"lot": b["batch_id"], "failed": bad.astype("Int64").where(done)}).to_csv(
+        lims, index=False
+    )
+    args = ["score", "--data-dir", store, "--outcomes", lims, "--batch-col", "lot"]
+    result = invoke(*args, "--label-col", "failed")
+    assert result.exit_code == 0, result.output
+    perf = json.loads((store / "scores" / "drift.json").read_text())["deviation"]["performance"]
+    # trained on another history: every decided batch of the historian counts
+    assert perf["batches"] == done.sum() and perf["positives"] == (bad & done).sum()
+    assert perf["model_version"] == drift["model_version"]
+    assert (perf["auc"] is None) == (perf["note"] != "")
+    result = invoke(*args)  # no "label" column in the file
+    assert result.exit_code == 2 and "outcomes" in result.output and "label" in result.output
 
 
 def test_evaluate_writes_a_report_on_independent_history(tmp_path, twin_dir, trained, maint):
@@ -284,6 +305,10 @@ def test_score_a_twin_history_with_drift(tmp_path, twin_dir, trained, maint):
 
     drift = json.loads((tmp_path / "scores" / "drift.json").read_text())["deviation"]
     assert drift["features_drifting"] <= drift["features_checked"]
+    # outcomes are in twin output: the latest 120 decided batches, later than training
+    perf = drift["performance"]
+    assert perf["batches"] == 120 and not perf["flag"]
+    assert abs(perf["auc"] - perf["validation_auc"]) < 0.1
 
 
 def _sample_outcomes(path, *, rename=None):

@@ -37,15 +37,37 @@ if drift_file.exists():
             continue
         text = (
             f"{family} ({d['model_version']}): {d['features_drifting']} of "
-            f"{d['features_checked']} features with PSI > 0.25"
+            f"{d['features_checked']} features drifting (PSI above 0.25 and above what "
+            f"chance gives for the sample)"
         )
         (st.warning if d["flag"] else st.success)(text)
         if d["worst"]:
             st.dataframe(d["worst"], hide_index=True)
+        perf = d.get("performance")
+        if perf is None:
+            continue
+        if perf["auc"] is None:
+            st.info(
+                f"{family} ({perf['model_version']}) performance: not checked yet. {perf['note']}"
+            )
+        else:
+            validation = perf["validation_auc"]
+            text = (
+                f"{family} ({perf['model_version']}) performance at {perf['progress']:.0%} "
+                f"progress: ROC AUC "
+                f"{perf['auc']:.3f} on the {perf['batches']} latest batches with an outcome "
+                f"({perf['positives']} deviating, {perf['first_batch']} .. "
+                f"{perf['last_batch']}), validation "
+                + (f"{validation:.3f}" if validation is not None else "unknown")
+                + f"; mean predicted {perf['mean_predicted']:.2f}, observed "
+                f"{perf['observed']:.2f}"
+            )
+            (st.warning if perf["flag"] else st.success)(text)
 else:
     st.caption(
         "No drift check yet: `biotwin score --twin DIR` compares recent batches with the "
-        "training reference (population stability index per feature)."
+        "training reference (population stability index per feature) and, once outcomes "
+        "arrive, the model's ROC AUC on batches it never trained on with its validation AUC."
     )
 
 st.subheader("Model card")
