@@ -43,6 +43,10 @@ deviation = typer.Typer(help="Batch deviation model on your own data.", no_args_
 maintenance = typer.Typer(help="Asset failure / RUL model on your own data.", no_args_is_help=True)
 
 
+OutcomesBatchCol = Annotated[str, typer.Option(help="With --outcomes: batch id column.")]
+OutcomesLabelCol = Annotated[str, typer.Option(help="With --outcomes: label column (0/1).")]
+
+
 def _data_dir(value: Path | None) -> Path:
     return value if value is not None else Path(os.environ.get("BIOTWIN_DATA_DIR", "var"))
 
@@ -102,12 +106,8 @@ def train(
             dir_okay=False,
         ),
     ] = None,
-    batch_col: Annotated[str, typer.Option(help="With --outcomes: batch id column.")] = (
-        "batch_id"
-    ),
-    label_col: Annotated[str, typer.Option(help="With --outcomes: label column (0/1).")] = (
-        "label"
-    ),
+    batch_col: OutcomesBatchCol = "batch_id",
+    label_col: OutcomesLabelCol = "label",
     class_col: Annotated[
         str | None, typer.Option(help="With --outcomes: deviation class column.")
     ] = None,
@@ -224,12 +224,8 @@ def score(
             dir_okay=False,
         ),
     ] = None,
-    batch_col: Annotated[str, typer.Option(help="With --outcomes: batch id column.")] = (
-        "batch_id"
-    ),
-    label_col: Annotated[str, typer.Option(help="With --outcomes: label column (0/1).")] = (
-        "label"
-    ),
+    batch_col: OutcomesBatchCol = "batch_id",
+    label_col: OutcomesLabelCol = "label",
 ) -> None:
     """Score open batches and assets with the approved models into DATA_DIR/scores.
 
