@@ -423,9 +423,16 @@ def deviation_fit(
         list[str] | None, typer.Option(help="Context columns known at start (repeat).")
     ] = None,
     bin_h: Annotated[float, typer.Option(help="Bin width in time units.")] = 1.0,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            help="Share of the latest batches held out for a test (0: none).", min=0, max=0.5
+        ),
+    ] = 0.0,
     seed: Seed = 0,
 ) -> None:
-    """Fit the deviation model on your batches (split by time, metrics on the later 30 %)."""
+    """Fit the deviation model on your batches: pipeline and calibration chosen by grouped
+    cross-validation, then refitted on all of them (or on all but a held-out share)."""
     from quality.data import batch_history, read_table
     from quality.registry import save_model
     from quality.service import train_deviation
@@ -445,7 +452,9 @@ def deviation_fit(
             context_cols=context_col if context_col else [],
             bin_h=bin_h,
         )
-        fitted, meta, metrics = train_deviation(history, seed=seed, source=str(series))
+        fitted, meta, metrics = train_deviation(
+            history, seed=seed, source=str(series), test_share=holdout
+        )
         meta["version"] = f"deviation-{meta['model_sha256'][:12]}"
         meta["columns"] = {
             "batch": batch_col,
@@ -458,12 +467,31 @@ def deviation_fit(
         save_model(model, fitted, meta)
     except (QualityError, OSError) as exc:
         _fail(exc)
-    rows = [
-        {k: r[k] for k in ("progress", "n", "positives", "roc_auc", "envelope_rule_auc")}
-        for r in metrics["by_progress"]
-    ]
-    console.print(_metrics_table(f"{meta['version']}: held-out (later) batches", rows))
-    console.print(f"model written to {model}")
+    _print_selection(fitted.selection, fitted.calibration)
+    if holdout > 0:
+        rows = [
+            {k: r[k] for k in ("progress", "n", "positives", "roc_auc", "brier")}
+            for r in metrics["by_progress"]
+        ]
+        console.print(_metrics_table(f"{meta['version']}: held-out (later) batches", rows))
+    console.print(f"model {meta['version']} written to {model}")
+
+
+def _print_selection(selection: dict, calibration: dict) -> None:
+    from quality.selection import Selection
+
+    for line in Selection.lines_of(selection):
+        console.print(line, markup=False, highlight=False)
+    if calibration:
+        methods = ", ".join(
+            f"{m} {v['cv_log_loss']:.4f}" + (" (refused)" if v["refused"] else "")
+            for m, v in calibration["methods"].items()
+        )
+        console.print(
+            f"calibration: {calibration['chosen']} (grouped CV log loss: {methods})",
+            markup=False,
+            highlight=False,
+        )
 
 
 @deviation.command("predict")
@@ -518,33 +546,69 @@ def maintenance_fit(
         str | None, typer.Option(help="Failure flag column (default: last row = failure).")
     ] = None,
     horizon: Annotated[
-        float, typer.Option(help="Horizon in time units (hours or cycles).")
-    ] = 168.0,
-    rul_cap: Annotated[float | None, typer.Option(help="Cap of the RUL target.")] = None,
+        float | None,
+        typer.Option(
+            help="Horizon in the data's time unit (default: 168 h for timestamps, a tenth of "
+            "the median run for cycles)."
+        ),
+    ] = None,
+    rul_cap: Annotated[
+        float | None, typer.Option(help="Cap of the RUL target (default: chosen by CV).")
+    ] = None,
+    setting_cols: Annotated[
+        str | None,
+        typer.Option(help="Operating-setting columns, comma-separated (regime normalisation)."),
+    ] = None,
+    n_seeds: Annotated[int, typer.Option(help="Average the RUL model over N seeds.", min=1)] = 1,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            help="Share held out for a test (0: none; cross-validated figures).", min=0, max=0.5
+        ),
+    ] = 0.0,
     seed: Seed = 0,
 ) -> None:
-    """Fit the asset model on your run-to-failure data (held out by time or by asset)."""
+    """Fit the asset model on your run-to-failure data: features, cap and loss chosen by
+    grouped cross-validation, then refitted on all runs."""
     from quality.data import read_table, run_history
     from quality.registry import save_model
     from quality.service import train_maintenance
 
     try:
+        settings = [c.strip() for c in (setting_cols or "").split(",") if c.strip()]
+        table = read_table(runs, "runs")
+        for c in settings:
+            if c not in table.columns:
+                raise QualityError(f"setting-cols: column {c!r} is not in the runs table")
         history = run_history(
-            read_table(runs, "runs"),
+            table,
             asset_col=asset_col,
             time_col=time_col,
             failure_col=failure_col,
         )
         fitted, meta, metrics = train_maintenance(
-            history, seed=seed, horizon=horizon, rul_cap=rul_cap, source=str(runs)
+            history,
+            seed=seed,
+            horizon=horizon,
+            rul_cap=rul_cap,
+            setting_cols=settings,
+            n_seeds=n_seeds,
+            source=str(runs),
+            test_share=holdout,
         )
         meta["version"] = f"maintenance-{meta['model_sha256'][:12]}"
         meta["columns"] = {"asset": asset_col, "time": time_col, "failure": failure_col}
         save_model(model, fitted, meta)
     except (QualityError, OSError) as exc:
         _fail(exc)
-    flat = {k: v for k, v in metrics.items() if not k.startswith("_") and k != "headline"}
-    console.print(_metrics_column(f"{meta['version']}: held-out", {**metrics["headline"], **flat}))
+    _print_selection(fitted.selection, fitted.calibration)
+    flat = {
+        k: v
+        for k, v in metrics.items()
+        if not k.startswith("_") and k not in ("headline", "selection", "calibration")
+    }
+    title = f"{meta['version']}: " + ("held-out" if holdout > 0 else "cross-validated")
+    console.print(_metrics_column(title, {**metrics["headline"], **flat}))
     console.print(f"model written to {model}")
 
 

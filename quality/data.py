@@ -12,6 +12,22 @@ rule and the value:
   given progress is allowed to see).
 - :class:`RunHistory`: run-to-failure histories (asset, time or cycle, sensor columns, failure
   or censoring), one run per asset life.
+
+Rules at the door (each broken rule is an :class:`~quality.errors.InputError` naming the
+field, the rule and the bad value):
+
+- times are timestamps within the years 1970-2200, or finite numbers (hours or cycles) below
+  1e9 in magnitude spanning at most 1e7 units; no time may be missing;
+- one value per batch, time and tag (wide form: one row per batch and time); exact repeats
+  are dropped with a warning, conflicting ones refused; one row per asset and time in run
+  tables;
+- NaN, inf and values of absurd magnitude (beyond 1e15) are counted, logged and stored in
+  ``input_report``: in batch series they are bad-quality samples, in run tables missing.
+
+A twin history meant for the live path (``inputs="live"``, the default of
+:func:`batch_history_from_twin`) carries only what the historian path of
+:mod:`quality.live` also builds: the tags of the plant configuration and the production unit,
+no lot attributes (OPC UA does not carry them).
 """
 
 from __future__ import annotations
@@ -27,10 +43,12 @@ import pandas as pd
 from quality.errors import InputError
 
 __all__ = [
+    "LIVE_CONTEXT",
     "BatchHistory",
     "RunHistory",
     "batch_history",
     "batch_history_from_twin",
+    "live_tags",
     "read_table",
     "run_history",
     "run_history_from_twin",
@@ -41,6 +59,18 @@ logger = logging.getLogger(__name__)
 MIN_BATCHES = 20
 MIN_RUNS = 3
 BIN_COLUMNS = ["batch_id", "tag", "bin", "t_h", "value", "sd", "bad"]
+#: numeric times (hours or cycles): largest magnitude and largest span over a table
+MAX_ABS_TIME = 1e9
+MAX_TIME_SPAN = 1e7
+#: timestamps: first and last accepted year
+FIRST_YEAR, LAST_YEAR = 1970, 2200
+#: a value beyond this magnitude is a sensor or export fault, not a measurement
+HUGE_VALUE = 1e15
+#: signals that are not trajectories: setpoints, and hour meters (they enter as asset ages)
+SKIP_SIGNALS = ("_sp", "_hours")
+#: context columns the historian path (quality.live) gives every batch: the batch context
+#: records name the units, not the raw-material lots
+LIVE_CONTEXT = ["production_unit"]
 
 
 def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
@@ -74,25 +104,152 @@ def _require(df: pd.DataFrame, columns: list[str], what: str) -> None:
             )
 
 
-def _hours(values: pd.Series, field_name: str) -> tuple[pd.Series, bool]:
-    """Times as hours (float) and whether they were datetimes."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return values, True
-    if pd.api.types.is_numeric_dtype(values):
-        return values.astype(float), False
-    parsed = pd.to_datetime(values, errors="coerce", utc=True)
-    bad = parsed.isna() & values.notna()
-    if bad.any():
-        raise InputError(
-            f"{field_name}: must be numbers (hours or cycles) or timestamps; "
-            f"got {values[bad].iloc[0]!r}"
-        )
-    return parsed, True
-
-
 def _plain(value):
     """A numpy scalar as the Python value it holds (for messages)."""
-    return value.item() if hasattr(value, "item") else value
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _show(value) -> str:
+    """A value as a message shows it: ``12.5``, ``1e+18``, ``7``, a timestamp, ``'abc'``."""
+    if isinstance(value, pd.Timestamp | np.datetime64):
+        return str(pd.Timestamp(value))
+    value = _plain(value)
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) < HUGE_VALUE else repr(float(value))
+    return repr(value)
+
+
+def _hours(
+    values: pd.Series, field_name: str, owner: pd.Series, owner_kind: str
+) -> tuple[pd.Series, bool]:
+    """Times as datetimes or as float hours / cycles, and whether they were datetimes.
+
+    Parameters
+    ----------
+    values : pandas.Series
+        The time column as read.
+    field_name : str
+        ``table.column``, for messages.
+    owner : pandas.Series
+        Batch or asset of each row (same length), named in messages.
+    owner_kind : str
+        ``"batch"`` or ``"asset"``.
+
+    Raises
+    ------
+    InputError
+        A missing time, text that is no timestamp, a timestamp outside the years
+        1970-2200, a number that is not finite or beyond 1e9 in magnitude, or numeric times
+        spanning more than 1e7 units (seconds or milliseconds since the epoch, not hours).
+    """
+
+    def at(mask) -> tuple[int, str]:
+        i = int(np.flatnonzero(np.asarray(mask))[0])
+        return i, f"{owner_kind} {str(owner.iloc[i])!r}"
+
+    missing = values.isna().to_numpy()
+    if missing.any():
+        _, who = at(missing)
+        raise InputError(
+            f"{field_name}: times must not be missing; got {int(missing.sum()):,} missing "
+            f"of {len(values):,} (first at {who})"
+        )
+    if pd.api.types.is_datetime64_any_dtype(values):
+        times, is_dt = values, True
+    elif pd.api.types.is_numeric_dtype(values):
+        times, is_dt = values.astype(float), False
+    else:
+        parsed = pd.to_datetime(values, errors="coerce", utc=True)
+        bad = parsed.isna().to_numpy()
+        if bad.any():
+            i, who = at(bad)
+            raise InputError(
+                f"{field_name}: must be numbers (hours or cycles) or timestamps; "
+                f"got {_show(values.iloc[i])} ({who})"
+            )
+        times, is_dt = parsed, True
+    if is_dt:
+        years = times.dt.year.to_numpy()
+        outside = (years < FIRST_YEAR) | (years > LAST_YEAR)
+        if outside.any():
+            i, who = at(outside)
+            raise InputError(
+                f"{field_name}: timestamps must be within the years {FIRST_YEAR}-{LAST_YEAR}; "
+                f"got {_show(values.iloc[i])} ({who})"
+            )
+        return times, True
+    t = times.to_numpy()
+    infinite = ~np.isfinite(t)
+    if infinite.any():
+        i, who = at(infinite)
+        raise InputError(f"{field_name}: time must be finite; got {_show(values.iloc[i])} ({who})")
+    huge = np.abs(t) > MAX_ABS_TIME
+    if huge.any():
+        i, who = at(huge)
+        raise InputError(
+            f"{field_name}: time must be hours or cycles below 1e9; "
+            f"got {_show(values.iloc[i])} ({who})"
+        )
+    lo, hi = int(np.argmin(t)), int(np.argmax(t))
+    if t[hi] - t[lo] > MAX_TIME_SPAN:
+        raise InputError(
+            f"{field_name}: times must span at most 1e7 hours or cycles; got a span of "
+            f"{t[hi] - t[lo]:g}, from {_show(values.iloc[lo])} ({owner_kind} "
+            f"{str(owner.iloc[lo])!r}) to {_show(values.iloc[hi])} ({owner_kind} "
+            f"{str(owner.iloc[hi])!r})"
+        )
+    return times, False
+
+
+def _show_time(values: pd.Series, times: pd.Series, i: int, is_dt: bool) -> str:
+    """Row ``i``'s time as the user gave it (numbers) or as parsed (timestamps)."""
+    return str(times.iloc[i]) if is_dt else _show(values.iloc[i])
+
+
+def _bad_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks of the NaN, the infinite and the huge (finite, beyond 1e15) values."""
+    nan = np.isnan(values)
+    inf = np.isinf(values)
+    with np.errstate(invalid="ignore"):
+        huge = ~nan & ~inf & (np.abs(values) > HUGE_VALUE)
+    return nan, inf, huge
+
+
+def _log_bad_values(what: str, report: dict, fate: str) -> None:
+    """One warning line for an input, counting its NaN, inf and huge values (if it has any)."""
+    counts = [(report["nan"], "NaN"), (report["inf"], "inf"), (report["huge"], "huge (abs > 1e15)")]
+    parts = [f"{n:,} {name}" for n, name in counts if n]
+    if not parts:
+        return
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    share = 100.0 * sum(n for n, _ in counts) / max(report["values"], 1)
+    shown = f"{share:.2f}" if share >= 0.01 else f"{share:.1g}"
+    logger.warning(
+        "%s: %s values of %s (%s %%), %s", what, text, f"{report['values']:,}", shown, fate
+    )
+
+
+def _duplicates(
+    frame: pd.DataFrame, keys: list[str], payload: list[str], describe
+) -> tuple[pd.DataFrame, int]:
+    """``frame`` without exact repeats of its rows; refuse rows that share ``keys`` only.
+
+    ``describe(group)`` words the refusal from the conflicting rows of the first clashing key.
+    """
+    if not frame.duplicated(keys, keep=False).any():
+        return frame, 0
+    exact = frame.duplicated([*keys, *payload], keep="first")
+    rest = frame[~exact]
+    clash = rest.duplicated(keys, keep=False).to_numpy()
+    if clash.any():
+        first = rest[clash].iloc[0]
+        same = np.ones(len(rest), dtype=bool)
+        for k in keys:
+            same &= (rest[k] == first[k]).to_numpy()
+        raise InputError(describe(rest[same]))
+    return rest, int(exact.sum())
 
 
 def _labels(values: pd.Series, field_name: str) -> pd.Series:
@@ -122,9 +279,29 @@ class BatchHistory:
         last sample), value (mean of good samples, NaN if none), sd, bad (share of samples
         with bad or uncertain quality or a NaN value).
     outcomes : pandas.DataFrame
-        Indexed by batch_id: ``order`` (start time or position, for time splits), ``label``
-        (bool, may be missing for batches in progress), ``dev_class`` (str or None), the CQA
-        columns and the context columns.
+        Indexed by batch_id: ``order`` (start time in seconds since the epoch or in the
+        user's time unit; the outcomes table's row position when ``time_ordered`` is false),
+        ``label`` (bool, may be missing for batches in progress), ``dev_class`` (str or
+        None), the CQA columns and the context columns.
+    bin_h : float
+        Bin width, in hours (or the user's time unit).
+    cqa_cols, context_cols : list of str
+        Outcome columns that are CQAs (targets) and context known at batch start (inputs).
+    tag_names : dict
+        Tag -> words for explanations.
+    duration_h : pandas.Series, optional
+        Each batch's duration (its nominal duration is their median).
+    time_ordered : bool
+        Whether ``order`` follows time. False when the series' times are numbers and every
+        batch starts at the same value (hours since each batch's own start): nothing then
+        says which batch came first, ``order`` is the row order of the outcomes table (the
+        user's file order), and a consumer should prefer shuffled grouped folds to a time
+        split.
+    input_report : dict
+        What the door found in the input (empty for histories not read from user tables):
+        ``rows`` (rows of the series table), ``values`` (samples after exact duplicates were
+        dropped), ``nan``, ``inf``, ``huge`` (beyond 1e15 in magnitude; all three kept as
+        bad-quality samples) and ``exact_duplicates_dropped``.
     """
 
     bins: pd.DataFrame
@@ -134,6 +311,8 @@ class BatchHistory:
     context_cols: list[str] = field(default_factory=list)
     tag_names: dict[str, str] = field(default_factory=dict)
     duration_h: pd.Series | None = None
+    time_ordered: bool = True
+    input_report: dict = field(default_factory=dict)
 
     def index(self) -> tuple[dict, np.ndarray, list, dict]:
         """Row positions of each batch, tag codes and names, and the columns as arrays.
@@ -164,12 +343,14 @@ class BatchHistory:
             context_cols=self.context_cols,
             tag_names=self.tag_names,
             duration_h=None if self.duration_h is None else self.duration_h.reindex(ids),
+            time_ordered=self.time_ordered,
+            input_report=self.input_report,
         )
 
     def labelled(self) -> pd.Index:
         """Batches with a known outcome, in time order."""
         out = self.outcomes[self.outcomes["label"].notna()]
-        return out.sort_values("order").index
+        return out.sort_values("order", kind="stable").index
 
 
 def _bin_sql(bin_h: float) -> str:
@@ -220,17 +401,32 @@ def batch_history(
         One row per batch: ``batch_col``, ``label_col`` (0/1 or true/false; missing rows are
         batches in progress), optional ``class_col``, CQA and context columns.
     time_col : str
-        Timestamps or hours since an origin; batch time is measured from each batch's first
-        sample.
+        Timestamps (years 1970-2200) or numbers: hours since an origin (negative allowed),
+        below 1e9 in magnitude and spanning at most 1e7. Batch time is measured from each
+        batch's first sample. When the numbers start every batch at the same value (hours
+        since the batch's own start), nothing orders the batches in time: the result has
+        ``time_ordered=False`` and ``outcomes["order"]`` is the row position in
+        ``outcomes`` (the user's file order), not a time, so that a consumer can choose
+        shuffled grouped folds over a time split.
     quality_col : str, optional
-        Per-sample quality: OPC UA style text (``good`` is good) or a boolean ``good`` flag.
+        Per-sample quality (long or wide form): OPC UA style text (``good`` is good) or a
+        boolean ``good`` flag.
     min_batches : int
         Fewer labelled batches than this is an error (``label_col`` given).
+
+    Returns
+    -------
+    BatchHistory
+        With ``input_report`` counting rows, values, NaN, inf and huge values (kept as
+        bad-quality samples, never dropped) and the exact duplicates dropped, each also
+        logged as a warning.
 
     Raises
     ------
     InputError
-        Missing columns, wrong types, duplicate batches, unknown batches or too little data.
+        Missing columns, wrong types, missing or implausible times (see ``time_col``), two
+        different values for one batch, time and tag (wide form: two different rows for one
+        batch and time), duplicate outcome rows, bad labels or too little data.
     """
     _require(series, [batch_col, time_col], "series")
     _require(outcomes, [batch_col], "outcomes")
@@ -240,10 +436,22 @@ def batch_history(
     _require(outcomes, cqa_cols, "outcomes")
     if class_col is not None:
         _require(outcomes, [class_col], "outcomes")
+    if quality_col is not None:
+        _require(series, [quality_col], "series")
     if len(series) == 0:
         raise InputError("series: the table has no rows")
-    times, is_dt = _hours(series[time_col], f"series.{time_col}")
+    series = series.reset_index(drop=True)
     batch = series[batch_col].astype(str)
+    times, is_dt = _hours(series[time_col], f"series.{time_col}", batch, "batch")
+
+    def when(group: pd.DataFrame) -> str:
+        return _show_time(series[time_col], times, int(group["_row"].iloc[0]), is_dt)
+
+    def listed(values) -> tuple[str, str]:
+        values = pd.unique(pd.Series(values))
+        return f"{len(values)} different", ", ".join(_show(v) for v in values[:5])
+
+    quality = ["_quality"] if quality_col is not None else []
     if tag_col is not None or value_col is not None:
         if tag_col is None or value_col is None:
             raise InputError("series: long form needs both a tag column and a value column")
@@ -258,11 +466,29 @@ def batch_history(
                 "time": times,
                 "tag": series[tag_col].astype(str),
                 "value": series[value_col].astype(float),
+                "_row": np.arange(len(series)),
             }
         )
         if quality_col is not None:
-            _require(series, [quality_col], "series")
-            long["quality"] = series[quality_col].to_numpy()
+            long["_quality"] = series[quality_col].to_numpy()
+
+        def clash(group: pd.DataFrame) -> str:
+            where = (
+                f"series: one value per batch, time and tag; batch {group['batch_id'].iloc[0]!r} "
+                f"tag {group['tag'].iloc[0]!r} at time {when(group)}"
+            )
+            n, shown = listed(group["value"])
+            if not n.startswith("1 "):
+                return f"{where} has {n} values ({shown})"
+            nq, qualities = listed(group["_quality"])
+            return f"{where} has the value {shown} with {nq} qualities ({qualities})"
+
+        long, dropped = _duplicates(long, ["batch_id", "time", "tag"], ["value", *quality], clash)
+        if dropped:
+            logger.warning(
+                "series: %d exact duplicate row(s) (same batch, time, tag and value) dropped",
+                dropped,
+            )
     else:
         skip = {batch_col, time_col, quality_col}
         tags = [c for c in series.columns if c not in skip]
@@ -277,20 +503,56 @@ def batch_history(
         wide = series[tags].astype(float)
         wide.insert(0, "time", times)
         wide.insert(0, "batch_id", batch)
-        long = wide.melt(id_vars=["batch_id", "time"], var_name="tag", value_name="value")
+        wide["_row"] = np.arange(len(series))
+        if quality_col is not None:
+            wide["_quality"] = series[quality_col].to_numpy()
+
+        def clash(group: pd.DataFrame) -> str:
+            where = (
+                f"series: one row per batch and time; batch {group['batch_id'].iloc[0]!r} at "
+                f"time {when(group)} has {len(group)} different rows"
+            )
+            differ = [c for c in tags if group[c].nunique(dropna=False) > 1]
+            if differ:
+                return f"{where} (column {differ[0]!r}: {listed(group[differ[0]])[1]})"
+            return f"{where} (quality: {listed(group['_quality'])[1]})"
+
+        wide, dropped = _duplicates(wide, ["batch_id", "time"], [*tags, *quality], clash)
+        if dropped:
+            logger.warning(
+                "series: %d exact duplicate row(s) (same batch, time and values) dropped", dropped
+            )
+        long = wide.melt(
+            id_vars=["batch_id", "time", "_row", *quality],
+            value_vars=tags,
+            var_name="tag",
+            value_name="value",
+        )
+    value = long["value"].to_numpy(dtype=float)
+    nan, inf, huge = _bad_values(value)
+    report = {
+        "rows": len(series),
+        "values": len(long),
+        "nan": int(nan.sum()),
+        "inf": int(inf.sum()),
+        "huge": int(huge.sum()),
+        "exact_duplicates_dropped": dropped,
+    }
+    _log_bad_values("series", report, "kept as bad-quality samples")
+    long["value"] = np.where(inf | huge, np.nan, value)
     start = long.groupby("batch_id")["time"].transform("min")
     delta = long["time"] - start
     long["t_h"] = delta.dt.total_seconds() / 3600 if is_dt else delta.astype(float)
     long["align_h"] = long["t_h"]
-    bad = long["value"].isna() | ~np.isfinite(long["value"].fillna(0.0))
-    if "quality" in long:
-        q = long["quality"]
+    bad = nan | inf | huge
+    if quality_col is not None:
+        q = long["_quality"]
         good = (
             q.astype(bool)
             if pd.api.types.is_bool_dtype(q)
             else q.astype(str).str.lower().eq("good")
         )
-        bad |= ~good
+        bad |= ~good.to_numpy()
     long["bad"] = bad
     samples = long[["batch_id", "tag", "t_h", "align_h", "value", "bad"]]
 
@@ -303,14 +565,28 @@ def batch_history(
         )
     out = out.set_index(batch_col)
     out.index.name = "batch_id"
-    unknown = sorted(set(samples["batch_id"]) - set(out.index))
+    known = set(out.index)
+    unknown = [b for b in pd.unique(samples["batch_id"]) if b not in known]
     if unknown:
         logger.warning("series: %d batches have no outcome row (scored only)", len(unknown))
         out = pd.concat([out, pd.DataFrame(index=pd.Index(unknown, name="batch_id"))])
     first = long.groupby("batch_id")["time"].min()
-    out["order"] = first.reindex(out.index)
-    if is_dt:
-        out["order"] = out["order"].map(lambda t: t.timestamp() if pd.notna(t) else np.nan)
+    # numbers that start every batch at the same value are hours since each batch's start:
+    # they order samples within a batch, not batches
+    time_ordered = is_dt or len(first) < 2 or first.nunique() > 1
+    if time_ordered:
+        out["order"] = first.reindex(out.index)
+        if is_dt:
+            out["order"] = out["order"].map(lambda t: t.timestamp() if pd.notna(t) else np.nan)
+    else:
+        logger.info(
+            "series.%s: every batch starts at time %s (time since each batch's own start), so "
+            "nothing orders the batches in time; 'order' is the outcomes table's row order "
+            "(time_ordered=False)",
+            time_col,
+            _show(first.iloc[0]),
+        )
+        out["order"] = np.arange(len(out), dtype=float)
     result = pd.DataFrame(index=out.index)
     result["order"] = out["order"].astype(float)
     result["label"] = (
@@ -347,6 +623,8 @@ def batch_history(
         context_cols=list(context_cols),
         tag_names={t: t for t in bins["tag"].unique()},
         duration_h=duration,
+        time_ordered=time_ordered,
+        input_report=report,
     )
 
 
@@ -376,9 +654,69 @@ TWIN_CONTEXT = [
     "production_unit",
 ]
 TWIN_CQAS = ["titer_g_per_l", "droplet_z_avg_nm"]
+TWIN_INPUTS = ("live", "all")
 
 
-def batch_history_from_twin(run_dir: str | Path, bin_h: float = 1.0) -> BatchHistory:
+def _plant_maps(config):
+    """(unit -> step, (unit, tag) -> signal, unit -> [(asset, hour-meter tag)]).
+
+    How the historian path names what it reads (:mod:`quality.live`): a unit's tags are
+    ``<step>.<signal>``, its hour meters ``asset.<step>.<asset>.age_h``.
+    """
+    step_of_class = {s.unit_class: s.name for s in config.recipe.steps}
+    unit_step, signal_of, meters = {}, {}, {}
+    for unit in config.units:
+        spec = config.unit_classes[unit.unit_class]
+        unit_step[unit.id] = step_of_class.get(unit.unit_class)
+        for s in spec.signals:
+            signal_of[(unit.id, s.tag.format(n=unit.loop_number))] = s.name
+        meters[unit.id] = [
+            (
+                a.name,
+                next(s.tag for s in spec.signals if s.name == f"{a.name}_hours").format(
+                    n=unit.loop_number
+                ),
+            )
+            for a in spec.assets
+        ]
+    return unit_step, signal_of, meters
+
+
+def live_tags(config=None) -> set[str]:
+    """The trajectories the historian path (:mod:`quality.live`) can build for a batch.
+
+    ``<step>.<signal>`` of every signal of every unit of the plant configuration that
+    belongs to a recipe step (setpoints and hour meters aside), and
+    ``asset.<step>.<asset>.age_h`` of every asset with an hour meter.
+
+    Parameters
+    ----------
+    config : twin.config.PlantConfig, optional
+        The plant whose OPC UA tags the historian stores (default: the shipped plant, as
+        ``biotwin score`` uses).
+    """
+    if config is None:
+        from twin.config import load_config
+
+        config = load_config()
+    unit_step, signal_of, meters = _plant_maps(config)
+    tags = {
+        f"{unit_step[unit]}.{signal}"
+        for (unit, _), signal in signal_of.items()
+        if unit_step.get(unit) and not signal.endswith(SKIP_SIGNALS)
+    }
+    tags |= {
+        f"asset.{unit_step[unit]}.{asset}.age_h"
+        for unit, pairs in meters.items()
+        if unit_step.get(unit)
+        for asset, _ in pairs
+    }
+    return tags
+
+
+def batch_history_from_twin(
+    run_dir: str | Path, bin_h: float = 1.0, *, inputs: str = "live", config=None
+) -> BatchHistory:
     """Batch history from ``biotwin simulate`` output (see docs/data-contracts.md).
 
     Each tag is named ``step.signal`` (``production.do``), aligned on hours since the batch
@@ -387,7 +725,33 @@ def batch_history_from_twin(run_dir: str | Path, bin_h: float = 1.0) -> BatchHis
     on batch time, so a prediction sees the age known at its cut-off. Labels are
     ``any_oos or n_deviations > 0`` for dispositioned batches; lost batches count as
     deviations; batches in progress have no label.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        Twin output directory.
+    bin_h : float
+        Bin width in hours.
+    inputs : {"live", "all"}
+        ``"live"`` (default): only the inputs the historian path of :mod:`quality.live`
+        gives a batch at scoring time, so that a model trained on this history scores the
+        plant without missing inputs: the tags of :func:`live_tags` and the context of
+        :data:`LIVE_CONTEXT` (the production unit; the historian holds no raw-material lot
+        attributes, OPC UA does not carry them). ``"all"``: also the twin's lot attributes
+        (media potency, glucose purity, squalene peroxide) as context, for benchmarks and
+        for scoring twin output with a model that was trained on them.
+    config : twin.config.PlantConfig, optional
+        With ``inputs="live"``: the plant whose tags the historian stores (default: the
+        shipped plant).
+
+    Raises
+    ------
+    InputError
+        A file of the twin output is missing, or ``inputs`` is neither ``"live"`` nor
+        ``"all"``.
     """
+    if inputs not in TWIN_INPUTS:
+        raise InputError(f"inputs: must be 'live' or 'all'; got {inputs!r}")
     run_dir = Path(run_dir)
     for name in ("batches.parquet", "phases.parquet", "tags.parquet", "signals"):
         if not (run_dir / name).exists():
@@ -411,6 +775,20 @@ def batch_history_from_twin(run_dir: str | Path, bin_h: float = 1.0) -> BatchHis
         }
     )
     bins = pd.concat([bins, age_bins], ignore_index=True)
+    context = list(TWIN_CONTEXT)
+    if inputs == "live":
+        served = live_tags(config)
+        absent = sorted(set(bins["tag"].unique()) - served)
+        if absent:
+            logger.info(
+                "twin history for live scoring: %d tags the historian does not hold are left "
+                "out (%s)",
+                len(absent),
+                ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else ""),
+            )
+            bins = bins[bins["tag"].isin(served)].reset_index(drop=True)
+        names = {t: n for t, n in names.items() if t in served}
+        context = [c for c in TWIN_CONTEXT if c in LIVE_CONTEXT]
 
     out = pd.DataFrame(index=batches.index)
     out["order"] = batches["start_time"].map(lambda t: t.timestamp())
@@ -424,7 +802,7 @@ def batch_history_from_twin(run_dir: str | Path, bin_h: float = 1.0) -> BatchHis
     out["dev_class"] = cls.where(label, None).astype("string")
     for col in TWIN_CQAS:
         out[col] = batches[col].astype(float)
-    for col in TWIN_CONTEXT:
+    for col in context:
         out[col] = batches[col]
     out["onset_h"] = _first_onset_h(run_dir, batches)
     duration = (batches["filled_time"] - batches["start_time"]).dt.total_seconds() / 3600
@@ -433,7 +811,7 @@ def batch_history_from_twin(run_dir: str | Path, bin_h: float = 1.0) -> BatchHis
         outcomes=out,
         bin_h=bin_h,
         cqa_cols=list(TWIN_CQAS),
-        context_cols=list(TWIN_CONTEXT),
+        context_cols=context,
         tag_names=names,
         duration_h=duration,
     )
@@ -567,9 +945,7 @@ def _twin_bins(run_dir: Path, bin_h: float) -> pd.DataFrame:
         good_code = q_names.index("good") if "good" in q_names else -1
         bad = (q_codes[keep] != good_code) | np.isnan(value)
         # setpoints carry no information; hour meters enter as asset ages (asset.* series)
-        setpoint = np.array(
-            [signal.get(t, "").endswith(("_sp", "_hours")) for t in tag_names] + [True]
-        )
+        setpoint = np.array([signal.get(t, "").endswith(SKIP_SIGNALS) for t in tag_names] + [True])
         code = tag_codes[keep]
         use = ~setpoint[code]
         idx, time, code, value, bad = idx[use], time[use], code[use], value[use], bad[use]
@@ -635,21 +1011,39 @@ class RunHistory:
     sensors : list of str
     time_is_datetime : bool
         ``t`` came from timestamps (hours since the epoch) rather than cycles.
+    categorical : list of str
+        Sensor columns that are categories.
+    input_report : dict
+        What the door found in a user table (empty otherwise): ``rows``, ``values`` (sensor
+        values checked), ``nan`` (kept missing), ``inf`` and ``huge`` (beyond 1e15 in
+        magnitude; both set to missing) and ``exact_duplicates_dropped`` (always 0: a
+        repeated asset and time is refused).
     """
 
     rows: pd.DataFrame
     sensors: list[str]
     time_is_datetime: bool
     categorical: list[str] = field(default_factory=list)
+    input_report: dict = field(default_factory=dict)
 
 
-def _finish_runs(rows: pd.DataFrame, sensors: list[str], is_dt: bool, categorical=()) -> RunHistory:
+def _finish_runs(
+    rows: pd.DataFrame,
+    sensors: list[str],
+    is_dt: bool,
+    categorical=(),
+    input_report: dict | None = None,
+) -> RunHistory:
     rows = rows.sort_values(["run", "t"]).reset_index(drop=True)
     end_t = rows.groupby("run")["t"].transform("max")
     rows["failed_run"] = rows.groupby("run")["failure"].transform("any")
     rows["rul"] = end_t - rows["t"]
     return RunHistory(
-        rows=rows, sensors=sensors, time_is_datetime=is_dt, categorical=list(categorical)
+        rows=rows,
+        sensors=sensors,
+        time_is_datetime=is_dt,
+        categorical=list(categorical),
+        input_report=dict(input_report or {}),
     )
 
 
@@ -669,17 +1063,25 @@ def run_history(
     a true value marks the failure row; an asset's rows after a failure start a new run; an
     asset whose last run has no failure is censored (still running, or taken out of service).
 
+    Time is timestamps (years 1970-2200) or numbers (hours or cycles; negative allowed)
+    below 1e9 in magnitude and spanning at most 1e7. Missing sensor values stay missing (the
+    models handle them); infinite values and values beyond 1e15 in magnitude are set to
+    missing. Both are counted in ``input_report`` and logged as a warning.
+
     Raises
     ------
     InputError
-        Missing columns, non-numeric sensors, duplicated (asset, time) rows or too few runs.
+        Missing columns, non-numeric sensors, missing or implausible times, duplicated
+        (asset, time) rows or too few runs.
     """
     _require(table, [asset_col, time_col], "runs")
     if failure_col is not None:
         _require(table, [failure_col], "runs")
     if len(table) == 0:
         raise InputError("runs: the table has no rows")
-    times, is_dt = _hours(table[time_col], f"runs.{time_col}")
+    table = table.reset_index(drop=True)
+    asset = table[asset_col].astype(str)
+    times, is_dt = _hours(table[time_col], f"runs.{time_col}", asset, "asset")
     t = times.map(lambda x: x.timestamp() / 3600) if is_dt else times
     skip = {asset_col, time_col, failure_col}
     if sensor_cols is None:
@@ -687,20 +1089,30 @@ def run_history(
     _require(table, list(sensor_cols), "runs")
     for col in sensor_cols:
         if not pd.api.types.is_numeric_dtype(table[col]):
+            example = table[col].dropna()
+            shown = f" (e.g. {_show(example.iloc[0])})" if len(example) else ""
             raise InputError(
-                f"runs.{col}: sensor columns must be numeric; got dtype {table[col].dtype} "
-                f"(e.g. {table[col].dropna().iloc[0]!r})"
+                f"runs.{col}: sensor columns must be numeric; got dtype {table[col].dtype}{shown}"
             )
-    rows = pd.DataFrame({"asset": table[asset_col].astype(str), "t": t.astype(float)})
-    dup = rows.duplicated(["asset", "t"])
+    rows = pd.DataFrame({"asset": asset, "t": t.astype(float)})
+    dup = rows.duplicated(["asset", "t"]).to_numpy()
     if dup.any():
-        first = rows[dup].iloc[0]
+        i = int(np.flatnonzero(dup)[0])
         raise InputError(
-            f"runs.{time_col}: one row per asset and time; asset {first['asset']!r} repeats "
-            f"time {_plain(table.loc[dup, time_col].iloc[0])!r}"
+            f"runs.{time_col}: one row per asset and time; asset {rows['asset'].iloc[i]!r} "
+            f"repeats time {_show_time(table[time_col], times, i, is_dt)}"
         )
+    report = {"rows": len(table), "values": 0, "nan": 0, "inf": 0, "huge": 0}
     for col in sensor_cols:
-        rows[col] = table[col].astype(float).to_numpy()
+        values = table[col].astype(float).to_numpy()
+        nan, inf, huge = _bad_values(values)
+        report["values"] += len(values)
+        report["nan"] += int(nan.sum())
+        report["inf"] += int(inf.sum())
+        report["huge"] += int(huge.sum())
+        rows[col] = np.where(inf | huge, np.nan, values)
+    report["exact_duplicates_dropped"] = 0
+    _log_bad_values("runs", report, "NaN kept missing, inf and huge set to missing")
     if failure_col is None:
         rows["failure"] = rows["t"].eq(rows.groupby("asset")["t"].transform("max"))
     else:
@@ -715,7 +1127,7 @@ def run_history(
         )
     if require_failure and not rows["failure"].any():
         raise InputError(f"runs.{failure_col}: no failure in the data; nothing to learn from")
-    return _finish_runs(rows, list(sensor_cols), is_dt)
+    return _finish_runs(rows, list(sensor_cols), is_dt, input_report=report)
 
 
 def _characteristic_ages() -> dict[str, float]:

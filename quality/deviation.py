@@ -1,12 +1,23 @@
 """The batch deviation model: early warning for QA triage.
 
-One LightGBM classifier sees a batch at several progress points (progress is a feature), so
-the same model scores a batch at 10 % and at 90 %. Probabilities are calibrated with a
-logistic (Platt) map of the raw score whose slope and offset depend on progress, fitted on
-blocked out-of-fold scores of the training batches (never on the test batches); strictly
-monotone at each progress, it keeps the ranking (ROC AUC) there intact.
-A second classifier names the likely deviation class; one regressor per CQA predicts its
-value, with an interval per progress point.
+The pipeline is chosen on the user's data by grouped cross-validation (folds of whole
+batches, in time order where the batches have one), among:
+
+- ``lgbm``: LightGBM on per-tag trajectory summaries (whole trajectory so far, a recent
+  window, the golden-batch envelope), one model for every progress (progress is a feature),
+  with complexity scaled to the number of batches and the number of boosting rounds chosen by
+  the same folds' out-of-fold log loss;
+- ``mspc`` and ``unfolded``: batch multivariate statistical process control
+  (:mod:`quality.mspc`: multiway PCA, Hotelling T2 and SPE against limits from the normal
+  batches) with a regularised logistic regression on the statistics, or on the scaled
+  unfolded trajectory and the statistics;
+- ``average``: the mean log-odds of ``lgbm`` and the better of the two linear ones.
+
+The choice is made on the cross-validated ROC AUC (mean over progress 25-100 %) alone; the
+chosen pipeline is refitted on all batches. Probabilities are calibrated on the chosen
+pipeline's out-of-fold scores, by the method the same cross-validation prefers
+(:func:`quality.calibration.choose_calibrator`). A second classifier names the likely
+deviation class; one regressor per CQA predicts its value, with an interval per progress.
 
 Intended use: rank batches in progress for QA review ("review by exception"). A QA reviewer
 decides; the model never dispositions a batch.
@@ -14,6 +25,7 @@ decides; the model never dispositions a batch.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 
@@ -21,24 +33,42 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from quality.calibration import Platt
+from quality.calibration import choose_calibrator
 from quality.data import BatchHistory
 from quality.errors import InputError, SchemaError
-from quality.explain import reasons
-from quality.features import BatchFeaturizer
+from quality.explain import format_reasons, linear_reason_pairs, reason_pairs
+from quality.features import BatchFeaturizer, Cube
+from quality.mspc import TrajectoryModel
+from quality.selection import (
+    CandidateResult,
+    Selection,
+    bootstrap_interval,
+    choose,
+    fast_auc,
+    group_folds,
+)
 from quality.sensors import SensorCheck
 
-__all__ = ["PROGRESS_GRID", "DeviationModel"]
+__all__ = ["CANDIDATES", "PROGRESS_GRID", "DeviationModel"]
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_GRID = (0.1, 0.25, 0.4, 0.5, 0.65, 0.8, 1.0)
-N_FOLDS = 3
+PROGRESS_GRID = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
+#: progress points whose cross-validated ROC AUC (mean) chooses the pipeline
+SELECTION_PROGRESS = (0.25, 0.5, 0.75, 1.0)
+CANDIDATES = ("lgbm", "mspc", "unfolded", "average")
+N_FOLDS = 5
 CONFORMAL_LEVEL = 0.9
 CLASS_MIN_COUNT = 3
-#: numbers of boosting rounds the blocked cross-validation chooses among (up to the cap,
+#: numbers of boosting rounds the cross-validation chooses among (up to the cap,
 #: ``n_estimators``) by out-of-fold log loss
 ROUND_CANDIDATES = (10, 15, 20, 30, 40, 60, 80, 120, 160)
+DESCRIPTIONS = {
+    "lgbm": "LightGBM on per-tag trajectory summaries (whole so far, recent window, envelope)",
+    "mspc": "batch MSPC: multiway PCA T2 / SPE vs normal-batch limits + logistic regression",
+    "unfolded": "logistic regression (L2) on the scaled unfolded trajectory + T2 / SPE",
+    "average": "mean log-odds of lgbm and the better linear pipeline",
+}
 
 
 def _log_loss(y: np.ndarray, raw: np.ndarray) -> float:
@@ -66,6 +96,24 @@ def _params(seed: int, **extra) -> dict:
     return params
 
 
+def _scaled_params(seed: int, n_batches: int) -> dict:
+    """LightGBM complexity that follows the number of batches (tens are normal in pharma)."""
+    if n_batches < 100:
+        leaves, lr = 4, 0.05
+    elif n_batches < 300:
+        leaves, lr = 7, 0.06
+    else:
+        leaves, lr = 15, 0.07
+    rows = n_batches * len(PROGRESS_GRID)
+    return _params(
+        seed,
+        num_leaves=leaves,
+        learning_rate=lr,
+        min_child_samples=int(max(10, min(20, rows // 40))),
+        reg_lambda=1.0 if n_batches < 300 else 0.0,
+    )
+
+
 def _feature_matrix(X: pd.DataFrame) -> np.ndarray:
     """Feature rows as LightGBM's pandas path hands them to the booster, without its per-call
     dtype checks and conversions (most of the time of a small prediction): floats, and a
@@ -83,6 +131,27 @@ def _feature_matrix(X: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def _sub_cube(cube: Cube, rows: np.ndarray) -> Cube:
+    return Cube(
+        ids=cube.ids[rows],
+        value=cube.value[rows],
+        t_h=cube.t_h[rows],
+        sd=cube.sd[rows],
+        bad=cube.bad[rows],
+    )
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
+    return fast_auc(y, s)
+
+
+def _mean_auc(y: np.ndarray, oof: np.ndarray, cols: list[int]) -> float | None:
+    """Mean over progress columns of the ROC AUC of batch x progress scores."""
+    values = [_auc(y, oof[:, j]) for j in cols]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 @dataclass
 class DeviationModel:
     """Probability of deviation / OOS, likely class and CQA predictions at any progress.
@@ -90,13 +159,17 @@ class DeviationModel:
     Parameters
     ----------
     seed : int
-        Seeds LightGBM's bagging; the same data and seed give the same model.
+        Seeds the folds, LightGBM's bagging and the calibration's folds; the same data and
+        seed give the same model.
     progress_grid : tuple of float
         Progress points the training batches are seen at.
+    candidates : tuple of str
+        Pipelines compared by cross-validation (:data:`CANDIDATES`).
     """
 
     seed: int = 0
     progress_grid: tuple[float, ...] = PROGRESS_GRID
+    candidates: tuple[str, ...] = CANDIDATES
     params: dict = field(default_factory=dict)
     featurizer: BatchFeaturizer | None = None
     features: list[str] = field(default_factory=list)
@@ -105,10 +178,14 @@ class DeviationModel:
     base_rate: float = 0.0
     rounds: int = 0
     rounds_cv_log_loss: dict = field(default_factory=dict)
+    chosen: str = "lgbm"
+    average_of: str | None = None
+    selection: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ fit
     def fit(self, history: BatchHistory, batch_ids=None) -> DeviationModel:
-        """Fit on labelled batches (default: all); calibration and intervals by cross-fitting.
+        """Choose a pipeline by grouped cross-validation, refit it on all batches, calibrate.
 
         Raises
         ------
@@ -116,7 +193,7 @@ class DeviationModel:
             Too few labelled batches, or one outcome only.
         """
         ids = history.labelled() if batch_ids is None else pd.Index(batch_ids)
-        ids = history.outcomes.loc[ids].sort_values("order").index
+        ids = history.outcomes.loc[ids].sort_values("order", kind="stable").index
         labels = history.outcomes.loc[ids, "label"]
         if labels.isna().any():
             raise InputError("label: batches given for fitting must have a known outcome")
@@ -125,37 +202,157 @@ class DeviationModel:
                 f"label: need at least 20 labelled batches with both outcomes; got {len(ids)} "
                 f"({int(labels.astype(bool).sum())} with a deviation)"
             )
+        y_b = labels.astype(bool).to_numpy()
+        self.base_rate = float(y_b.mean())
         self.featurizer = BatchFeaturizer().fit(history, ids)
         self.sensor_check = SensorCheck().fit(self.featurizer, history, ids)
+        cube = self.featurizer.cube(history, ids)
+        ordered = bool(getattr(history, "time_ordered", True))
+        n_folds = N_FOLDS if len(ids) < 300 else 3
+        fold_b = group_folds(
+            ids, n_folds, ordered=ordered, seed=self.seed, labels=None if ordered else y_b
+        ).to_numpy()
+        self.params = {**_scaled_params(self.seed, len(ids)), **self.params}
+        oof = self._cross_validate(history, ids, cube, y_b, fold_b, n_folds)
+        sel = self._select(oof, y_b, fold_b, n_folds, ordered)
+        self.chosen = sel.chosen
+        self.selection = sel.as_dict()
+        for line in sel.lines():
+            logger.info("%s", line)
+        # refit on all batches: LightGBM always (class, CQA and drift use its features)
         X, y, rows = self._stack(history, ids)
         self.features = list(X.columns)
-        self.base_rate = float(labels.astype(bool).mean())
-        self.params = _params(self.seed, **self.params)
-        # blocked cross-fitting: each batch's out-of-fold score comes from a model that did
-        # not see it; those scores fit the calibration and the conformal widths, and choose
-        # the number of boosting rounds (more than the data support fit noise in ~900 features)
-        position = pd.Series(np.arange(len(ids)) * N_FOLDS // len(ids), index=ids)
-        fold = position.reindex(rows).to_numpy()
-        cap = int(self.params["n_estimators"])
-        candidates = [r for r in ROUND_CANDIDATES if r < cap] + [cap]
-        oof = np.zeros((len(candidates), len(X)))
-        for k in range(N_FOLDS):
-            train = fold != k
-            model = lgb.LGBMClassifier(**self.params).fit(X[train], y[train])
-            M = _feature_matrix(X[~train])
-            for j, rounds in enumerate(candidates):
-                oof[j, ~train] = model.booster_.predict(M, raw_score=True, num_iteration=rounds)
-        loss = [_log_loss(y, raw) for raw in oof]
-        best = int(np.argmin(loss))  # the first minimum: the fewest rounds among equals
-        self.rounds = candidates[best]
-        self.rounds_cv_log_loss = {r: round(v, 5) for r, v in zip(candidates, loss, strict=True)}
-        logger.info("boosting rounds chosen by blocked CV: %d of %d", self.rounds, cap)
         self.classifier = lgb.LGBMClassifier(**{**self.params, "n_estimators": self.rounds})
         self.classifier.fit(X, y)
-        self.calibrator = Platt().fit(oof[best], y, progress=X["progress"].to_numpy())
+        self.linear = {}
+        for name in self._members():
+            if name != "lgbm":
+                self.linear[name] = self._trajectory(name).fit(
+                    cube.value, cube.t_h, y_b, **self._cube_meta()
+                )
+        raw = oof[self.chosen]
+        grid = np.tile(np.asarray(self.progress_grid), len(ids))
+        groups = np.repeat(np.arange(len(ids)), len(self.progress_grid))
+        self.calibrator, self.calibration = choose_calibrator(
+            raw.reshape(-1),
+            np.repeat(y_b, len(self.progress_grid)).astype(int),
+            groups,
+            progress=grid,
+            seed=self.seed,
+        )
+        position = pd.Series(fold_b, index=ids)
         self._fit_classes(history, X, rows)
-        self._fit_cqas(history, X, rows, fold)
+        self._fit_cqas(history, X, rows, position.reindex(rows).to_numpy())
         return self
+
+    def _cube_meta(self) -> dict:
+        f = self.featurizer
+        return {"tags": f.tags, "nominal_h": f.nominal_h, "bin_h": f.bin_h}
+
+    def _trajectory(self, name: str) -> TrajectoryModel:
+        C = 0.1 if name == "mspc" else 0.01
+        return TrajectoryModel(kind=name, C=C, grid=self.progress_grid, seed=self.seed)
+
+    def _members(self) -> list[str]:
+        if self.chosen == "average":
+            return ["lgbm", self.average_of]
+        return [self.chosen]
+
+    def _cross_validate(self, history, ids, cube, y_b, fold_b, n_folds) -> dict:
+        """Out-of-fold log-odds, batch x progress grid, of every candidate pipeline."""
+        n_p = len(self.progress_grid)
+        cap = int(self.params["n_estimators"])
+        rounds = [r for r in ROUND_CANDIDATES if r < cap] + [cap]
+        lgbm_oof = np.zeros((len(rounds), len(ids), n_p))
+        linear = [c for c in ("mspc", "unfolded") if c in self.candidates]
+        oof = {c: np.zeros((len(ids), n_p)) for c in linear}
+        for k in range(n_folds):
+            train, held = np.flatnonzero(fold_b != k), np.flatnonzero(fold_b == k)
+            if len(held) == 0 or len(np.unique(y_b[train])) < 2:
+                raise InputError(
+                    "label: a cross-validation fold's training batches have one outcome only; "
+                    "more batches of each outcome are needed"
+                )
+            # the envelope is re-learned without the held-out batches
+            feat = copy.copy(self.featurizer)
+            feat.learn_envelope(_sub_cube(cube, train), ~y_b[train])
+            Xtr = pd.concat(
+                [
+                    feat.transform(history, ids[train], p, _sub_cube(cube, train))
+                    for p in self.progress_grid
+                ]
+            )
+            ytr = np.tile(y_b[train], n_p)
+            model = lgb.LGBMClassifier(**self.params).fit(Xtr, ytr)
+            held_cube = _sub_cube(cube, held)
+            for j, p in enumerate(self.progress_grid):
+                M = _feature_matrix(feat.transform(history, ids[held], p, held_cube))
+                for r, n_rounds in enumerate(rounds):
+                    lgbm_oof[r, held, j] = model.booster_.predict(
+                        M, raw_score=True, num_iteration=n_rounds
+                    )
+            for name in linear:
+                traj = self._trajectory(name).fit(
+                    cube.value[train], cube.t_h[train], y_b[train], **self._cube_meta()
+                )
+                for j, p in enumerate(self.progress_grid):
+                    oof[name][held, j] = traj.raw(cube.value[held], cube.t_h[held], p)
+        y_rows = np.repeat(y_b[:, None], n_p, axis=1)
+        loss = [_log_loss(y_rows.ravel(), lgbm_oof[r].ravel()) for r in range(len(rounds))]
+        best = int(np.argmin(loss))  # the first minimum: the fewest rounds among equals
+        self.rounds = rounds[best]
+        self.rounds_cv_log_loss = {r: round(v, 5) for r, v in zip(rounds, loss, strict=True)}
+        logger.info("boosting rounds chosen by grouped CV: %d of %d", self.rounds, cap)
+        oof["lgbm"] = lgbm_oof[best]
+        return oof
+
+    def _select(self, oof: dict, y_b, fold_b, n_folds, ordered) -> Selection:
+        cols = [j for j, p in enumerate(self.progress_grid) if p in SELECTION_PROGRESS]
+        linear = [c for c in ("mspc", "unfolded") if c in oof]
+        extra = {}
+        if "average" in self.candidates and "lgbm" in oof and linear:
+            partner = max(linear, key=lambda c: _mean_auc(y_b, oof[c], cols) or 0.0)
+            oof["average"] = (oof["lgbm"] + oof[partner]) / 2
+            extra["average"] = {"average_of": partner}
+        results = []
+        for name in [c for c in self.candidates if c in oof]:
+            score = oof[name]
+            folds = [_mean_auc(y_b[fold_b == k], score[fold_b == k], cols) for k in range(n_folds)]
+            folds = [f for f in folds if f is not None]
+            pooled = _mean_auc(y_b, score, cols) or 0.5
+            interval = bootstrap_interval(
+                lambda s, sc=score: _mean_auc(y_b[s], sc[s], cols), len(y_b), seed=self.seed
+            )
+            per_p = {
+                f"cv_auc_{int(self.progress_grid[j] * 100)}": round(
+                    _auc(y_b, score[:, j]) or 0.5, 4
+                )
+                for j in cols
+            }
+            results.append(
+                CandidateResult(
+                    name=name,
+                    description=DESCRIPTIONS[name],
+                    cv_mean=pooled,
+                    cv_sd=float(np.std(folds)) if len(folds) > 1 else float("nan"),
+                    folds=folds,
+                    interval=interval,
+                    extra={**per_p, **extra.get(name, {})},
+                )
+            )
+        sel = choose(
+            results,
+            metric="ROC AUC (out-of-fold, mean over progress 25-100 %)",
+            higher_is_better=True,
+            folds=n_folds,
+            fold_kind="grouped by batch, "
+            + ("blocked in time order" if ordered else "shuffled, stratified (no time order)"),
+            groups=len(y_b),
+        )
+        self.average_of = extra.get("average", {}).get("average_of")
+        if sel.chosen == "average":
+            sel.why += f" (lgbm with {self.average_of})"
+        return sel
 
     def _stack(self, history: BatchHistory, ids) -> tuple[pd.DataFrame, np.ndarray, pd.Index]:
         cube = self.featurizer.cube(history, ids)
@@ -229,18 +426,30 @@ class DeviationModel:
         X = self.featurizer.transform(history, batch_ids, progress)
         return X[self.features]
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Calibrated probability of a deviation for feature rows."""
-        if list(X.columns) != self.features:
-            raise SchemaError(
-                "features: the columns differ from the model's feature list "
-                f"({len(X.columns)} given, {len(self.features)} expected)"
-            )
-        return self._probability(_feature_matrix(X))
+    def _raw(self, history, ids, progress, cube: Cube, *, once: bool = False):
+        """Log-odds of the chosen pipeline, and the LightGBM feature rows (or None)."""
+        parts, X = [], None
+        for name in self._members():
+            if name == "lgbm":
+                X = self.featurizer.transform(history, ids, progress, cube, once=once)
+                X = X[self.features]
+                M = _feature_matrix(X)
+                parts.append(self.classifier.booster_.predict(M, raw_score=True))
+            else:
+                parts.append(self.linear[name].raw(cube.value, cube.t_h, progress))
+        return np.mean(parts, axis=0), X
 
-    def _probability(self, M: np.ndarray) -> np.ndarray:
-        raw = self.classifier.booster_.predict(M, raw_score=True)
-        return self.calibrator.predict(raw, progress=M[:, self.features.index("progress")])
+    def score(self, history: BatchHistory, batch_ids, progress, cube: Cube | None = None):
+        """Calibrated probability of a deviation of ``batch_ids`` at ``progress``.
+
+        ``progress`` is a fraction of the nominal duration, or one per batch; only data
+        recorded up to it are used.
+        """
+        ids = pd.Index(batch_ids)
+        cube = cube if cube is not None else self.featurizer.cube(history, ids)
+        progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
+        raw, _ = self._raw(history, ids, progress, cube)
+        return self.calibrator.predict(raw, progress)
 
     def predict(
         self,
@@ -269,14 +478,15 @@ class DeviationModel:
             progress = np.clip(seen / self.featurizer.nominal_h, 0.0, 1.0)
             progress = np.where(np.isfinite(progress), progress, 0.0)
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
-        X = self.featurizer.transform(history, ids, progress, cube, once=True)[self.features]
+        raw, X_chosen = self._raw(history, ids, progress, cube, once=True)
+        X = X_chosen
+        if X is None:
+            X = self.featurizer.transform(history, ids, progress, cube, once=True)[self.features]
         out = pd.DataFrame(index=ids)
         out.index.name = "batch_id"
         out["progress"] = progress
-        if list(X.columns) != self.features:
-            raise SchemaError("features: the columns differ from the model's feature list")
         M = _feature_matrix(X)
-        out["p_deviation"] = self._probability(M)
+        out["p_deviation"] = self.calibrator.predict(raw, progress)
         no_data = np.isinf(cube.t_h).all(axis=(1, 2)) | (progress <= 0)
         if self.class_model is not None:
             pc = self.class_model.booster_.predict(M)
@@ -303,7 +513,25 @@ class DeviationModel:
         out.loc[no_data, "p_deviation"] = self.base_rate
         out["reasons"] = ""
         if explain:
-            contrib = self.classifier.booster_.predict(M, pred_contrib=True)
-            out["reasons"] = reasons(contrib[:, :-1], X, self, top=top)
+            out["reasons"] = self._reasons(M, X, cube, progress, top)
         out.loc[no_data, "reasons"] = "no data for this batch yet: the score is the base rate"
         return out
+
+    def _reasons(self, M, X, cube: Cube, progress, top: int) -> list[str]:
+        """The chosen pipeline's contributions in words (a mean of pipelines: both, halved)."""
+        members = self._members()
+        weight = 1.0 / len(members)
+        pairs = [[] for _ in range(len(X))]
+        for name in members:
+            if name == "lgbm":
+                contrib = self.classifier.booster_.predict(M, pred_contrib=True)[:, :-1]
+                part = reason_pairs(contrib * weight, X, self)
+            else:
+                traj = self.linear[name]
+                contrib, z, ratio = traj.contributions(cube.value, cube.t_h, progress)
+                part = linear_reason_pairs(
+                    contrib * weight, z, ratio, traj, self.featurizer.tag_names
+                )
+            for i, row in enumerate(part):
+                pairs[i].extend(row)
+        return [format_reasons(row, top) for row in pairs]

@@ -203,7 +203,7 @@ def deviation_performance(model, meta: dict, history, *, same_source: bool = Tru
             f"{PERFORMANCE_MIN_EACH} of either outcome"
         )
         return out
-    score = model.predict_proba(model.features_at(history, since, PERFORMANCE_PROGRESS))
+    score = model.score(history, since, PERFORMANCE_PROGRESS)
     result = performance_drift(y, score, validation if validation is not None else float("nan"))
     out.update(
         auc=result["auc"],

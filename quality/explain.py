@@ -13,7 +13,13 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["describe", "reasons"]
+__all__ = [
+    "describe",
+    "format_reasons",
+    "linear_reason_pairs",
+    "reason_pairs",
+    "reasons",
+]
 
 
 def _fmt(v: float) -> str:
@@ -51,7 +57,64 @@ def describe(feature: str, value, names: dict[str, str]) -> str:
         "last": f"{name} now {_fmt(v)}",
         "slope": f"{name} {'rising' if v > 0 else 'falling'} ({v:+.3g} per h)",
         "bad_h": f"{name}: {v:.1f} h of bad-quality data",
+        "z_mean": f"{name} {abs(v):.1f} envelope widths {'above' if v > 0 else 'below'} the "
+        "golden batch on average so far",
+        "z_recent": f"{name} {abs(v):.1f} envelope widths {'above' if v > 0 else 'below'} the "
+        "golden batch lately",
     }.get(stat, f"{name} {stat} {_fmt(v)}")
+
+
+def reason_pairs(contrib: np.ndarray, X: pd.DataFrame, model) -> list[list[tuple[float, str]]]:
+    """Each row's non-zero feature contributions as (log-odds, words) pairs."""
+    names = model.featurizer.tag_names
+    cols = list(X.columns)
+    values = X.to_numpy(dtype=object)
+    out = []
+    for i in range(len(X)):
+        c = contrib[i]
+        order = np.argsort(-np.abs(c))[:12]
+        out.append([(float(c[j]), describe(cols[j], values[i, j], names)) for j in order if c[j]])
+    return out
+
+
+def linear_reason_pairs(contrib, z_recent, spe_ratio, traj, names) -> list:
+    """Per-tag contributions of a trajectory (MSPC) pipeline as (log-odds, words) pairs.
+
+    ``contrib`` has one column per tag and a last one for the multivariate statistics; a tag
+    is described by its recent distance from the normal batches' mean trajectory (in their
+    standard deviations) when that is 1 or more, else by its share of the squared prediction
+    error against what is typical of normal batches (it disagrees with the other tags).
+    """
+    tags = traj.tags
+    out = []
+    for i in range(len(contrib)):
+        row = []
+        for j in np.argsort(-np.abs(contrib[i]))[:12]:
+            c = float(contrib[i, j])
+            if not c:
+                continue
+            if j == len(tags):
+                row.append((c, "tags together off the normal batches' correlation (T2 / SPE)"))
+                continue
+            name = names.get(tags[j], tags[j])
+            z, r = float(z_recent[i, j]), float(spe_ratio[i, j])
+            if abs(z) >= 1 or r < 1.5:
+                side = "above" if z > 0 else "below"
+                text = f"{name} {abs(z):.1f} sd {side} the normal batches' trajectory lately"
+            else:
+                text = f"{name} out of step with the other tags (SPE {r:.1f}x typical)"
+            row.append((c, text))
+        out.append(row)
+    return out
+
+
+def format_reasons(pairs: list[tuple[float, str]], top: int = 3) -> str:
+    """The ``top`` risk-raising pairs, ``; ``-separated; else what lowered the risk most."""
+    up = sorted((p for p in pairs if p[0] > 0), key=lambda p: -p[0])[:top]
+    if up:
+        return "; ".join(f"{text} (+{c:.2f})" for c, text in up)
+    down = sorted(pairs, key=lambda p: p[0])[:top]
+    return "; ".join(f"lowers risk: {text}" for _, text in down)
 
 
 def reasons(contrib: np.ndarray, X: pd.DataFrame, model, top: int = 3) -> list[str]:
@@ -59,18 +122,4 @@ def reasons(contrib: np.ndarray, X: pd.DataFrame, model, top: int = 3) -> list[s
 
     Rows where nothing raised the risk list what lowered it most, marked as such.
     """
-    names = model.featurizer.tag_names
-    cols = list(X.columns)
-    out = []
-    values = X.to_numpy(dtype=object)
-    for i in range(len(X)):
-        c = contrib[i]
-        order = np.argsort(-c)[:top]
-        picked = [j for j in order if c[j] > 0]
-        if picked:
-            parts = [f"{describe(cols[j], values[i, j], names)} (+{c[j]:.2f})" for j in picked]
-        else:
-            low = np.argsort(c)[:top]
-            parts = [f"lowers risk: {describe(cols[j], values[i, j], names)}" for j in low]
-        out.append("; ".join(parts))
-    return out
+    return [format_reasons(row, top) for row in reason_pairs(contrib, X, model)]

@@ -4,7 +4,10 @@ For every tag, over the bins the prediction is allowed to see (batch time up to 
 cut-off ``progress x nominal duration``): mean, spread, last value, recent slope, hours below
 and above the golden-batch envelope (a per-alignment-time band learned from good batches),
 largest deviation from the golden median in envelope widths, hours at the upper limit
-(controller saturation), hours of bad-quality data and hours frozen. Equipment ages
+(controller saturation), hours of bad-quality data, and the signed mean distance from the
+golden median (in envelope widths) over the whole trajectory so far and over a recent window
+(the latest 10 % of the nominal duration), so that a slow drift or a fault that started
+recently shows as much as one that started at the beginning. Equipment ages
 (``asset.*`` tags) contribute their last known value only. Context known at batch start
 (raw-material lot attributes, unit) is passed through, categories fixed at fit time.
 """
@@ -20,8 +23,22 @@ from quality.data import BatchHistory
 
 __all__ = ["STATS", "BatchFeaturizer"]
 
-STATS = ("mean", "std", "last", "slope", "below_h", "above_h", "max_z", "at_max_h", "bad_h")
+STATS = (
+    "mean",
+    "std",
+    "last",
+    "slope",
+    "below_h",
+    "above_h",
+    "max_z",
+    "at_max_h",
+    "bad_h",
+    "z_mean",
+    "z_recent",
+)
 SLOPE_BINS = 6
+#: the recent window of ``z_recent``, as a share of the nominal duration (at least 2 bins)
+RECENT_SHARE = 0.1
 MIN_GOOD_FOR_ENVELOPE = 5
 
 
@@ -73,18 +90,23 @@ class BatchFeaturizer:
                 self.context_categories[col] = sorted(values.dropna().astype(str).unique())
         cube = self.cube(history, ids)
         good = history.outcomes.loc[ids, "label"].eq(False).fillna(False).to_numpy()
+        return self.learn_envelope(cube, good)
+
+    def learn_envelope(self, cube: Cube, good: np.ndarray) -> BatchFeaturizer:
+        """Learn the golden-batch envelope, saturation levels and centres from ``cube``.
+
+        Separate from :meth:`fit` so that cross-validation can re-learn them on each fold's
+        training batches only (the held-out batches must not shape their own envelope).
+        """
         v = cube.value[good]
+        n = len(cube.ids)
         enough = np.sum(~np.isnan(v), axis=0) >= MIN_GOOD_FOR_ENVELOPE
         with np.errstate(all="ignore"), _quiet():
             lo, med, hi = np.nanpercentile(
                 v, [self.envelope_quantiles[0], 50, self.envelope_quantiles[1]], axis=0
             )
-            upper = np.nanpercentile(
-                cube.value.reshape(len(ids), len(self.tags), -1), 99.5, axis=(0, 2)
-            )
-            lower = np.nanpercentile(
-                cube.value.reshape(len(ids), len(self.tags), -1), 0.5, axis=(0, 2)
-            )
+            upper = np.nanpercentile(cube.value.reshape(n, len(self.tags), -1), 99.5, axis=(0, 2))
+            lower = np.nanpercentile(cube.value.reshape(n, len(self.tags), -1), 0.5, axis=(0, 2))
         width = np.maximum(hi - lo, 1e-9 + 1e-3 * np.abs(med))
         self.env_lo = np.where(enough, lo, np.nan)
         self.env_med = np.where(enough, med, np.nan)
@@ -220,6 +242,10 @@ class BatchFeaturizer:
             max_z = np.nanmax(np.where(valid, z, np.nan), axis=2)
             at_max = (valid & (v >= self.sat_level[None, :, None])).sum(axis=2) * bh
             bad_h = np.where(seen, cube.bad, 0.0).sum(axis=2) * bh
+            zs = np.where(valid, (v - self.env_med[None]) / self.env_width[None], np.nan)
+            z_mean = np.nanmean(zs, axis=2)
+            recent = valid & (k > (last_k[..., None] - self.recent_bins))
+            z_recent = np.nanmean(np.where(recent, zs, np.nan), axis=2)
         no_data = n == 0
         return {
             "mean": mean,
@@ -231,7 +257,14 @@ class BatchFeaturizer:
             "max_z": max_z,
             "at_max_h": np.where(no_data, np.nan, at_max),
             "bad_h": np.where(no_data & (bad_h == 0), np.nan, bad_h),
+            "z_mean": z_mean,
+            "z_recent": z_recent,
         }
+
+    @property
+    def recent_bins(self) -> int:
+        """Length of the recent window in bins."""
+        return max(2, round(RECENT_SHARE * self.nominal_h / max(self.bin_h, 1e-12)))
 
     def stats(self, cube: Cube, cut: np.ndarray) -> dict[str, np.ndarray]:
         """Per (batch, tag) statistics of the bins seen by ``cut`` (batch hours, per batch).
@@ -264,6 +297,11 @@ class BatchFeaturizer:
             num = w["n"] * w["kv"] - w["k"] * w["s"]
             slope = np.where((w["n"] > 1) & (den > 0), num / den / bh, np.nan)
             max_z = take("max_z", at)
+            zn, zs = take("zn", at), take("zs", at)
+            z_mean = np.where(zn > 0, zs / zn, np.nan)
+            lo_r = last_k - self.recent_bins
+            rn = take("zn", last_k) - take("zn", lo_r)
+            z_recent = np.where(rn > 0, (take("zs", last_k) - take("zs", lo_r)) / rn, np.nan)
         no_data = n == 0
         bad_h = take("bad", at) * bh
         return {
@@ -276,6 +314,8 @@ class BatchFeaturizer:
             "max_z": np.where(np.isfinite(max_z) & ~no_data, max_z, np.nan),
             "at_max_h": np.where(no_data, np.nan, take("at_max", at) * bh),
             "bad_h": np.where(no_data & (bad_h == 0), np.nan, bad_h),
+            "z_mean": np.where(no_data, np.nan, z_mean),
+            "z_recent": np.where(no_data, np.nan, z_recent),
         }
 
     def _prefix(self, cube: Cube) -> dict[str, np.ndarray]:
@@ -286,7 +326,11 @@ class BatchFeaturizer:
         v = np.where(valid, cube.value - self.center[None, :, None], 0.0)
         with np.errstate(all="ignore"):
             z = np.abs(cube.value - self.env_med[None]) / self.env_width[None]
-        z = np.where(valid & np.isfinite(z), z, -np.inf)
+        zsigned = np.where(valid & np.isfinite(z), (cube.value - self.env_med[None]), 0.0)
+        with np.errstate(all="ignore"):
+            zsigned = np.where(zsigned != 0, zsigned / self.env_width[None], 0.0)
+        zfin = valid & np.isfinite(z)
+        z = np.where(zfin, z, -np.inf)
         t = np.where(np.isfinite(cube.t_h), cube.t_h, -np.inf)
         cube.prefix = {
             "t": np.maximum.accumulate(t, axis=2),
@@ -301,6 +345,8 @@ class BatchFeaturizer:
             "at_max": np.cumsum(valid & (cube.value >= self.sat_level[None, :, None]), axis=2),
             "bad": np.cumsum(np.where(np.isfinite(cube.t_h), cube.bad, 0.0), axis=2),
             "max_z": np.maximum.accumulate(z, axis=2),
+            "zs": np.cumsum(zsigned, axis=2),
+            "zn": np.cumsum(zfin, axis=2),
             "last_k": np.maximum.accumulate(np.where(valid, k, -1.0), axis=2).astype(int),
         }
         return cube.prefix

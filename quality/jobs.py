@@ -88,11 +88,26 @@ def train_all(
     seed: int = 0,
     horizon_h: float = 168.0,
     progress: Callable[[str], None] | None = None,
+    inputs: str = "live",
 ) -> dict[str, tuple[str, dict]]:
-    """Train and register both families from twin output; returns family -> (version, metrics)."""
+    """Train and register both families from twin output; returns family -> (version, metrics).
+
+    Parameters
+    ----------
+    inputs : {"live", "all"}
+        Inputs of the deviation model (:func:`quality.data.batch_history_from_twin`):
+        ``"live"`` (default), only what ``biotwin score`` finds in the historian (the
+        plant's tags and the production unit), so that live scores miss no input; ``"all"``
+        adds the twin's raw-material lot attributes, which the historian never holds.
+
+    Raises
+    ------
+    quality.errors.QualityError
+        Bad or insufficient twin output.
+    """
     say = progress or (lambda _msg: None)
     say("reading batch histories")
-    batches = batch_history_from_twin(twin_dir)
+    batches = batch_history_from_twin(twin_dir, inputs=inputs)
     say("training the deviation model")
     model, meta, metrics = train_deviation(batches, seed=seed, source=str(twin_dir))
     out = {"deviation": (registry.register(model, meta), metrics)}
@@ -118,7 +133,8 @@ def score_twin(
     now = pd.Timestamp(datetime.now(UTC)).floor("ms")
     dev, dev_meta = registry.load_approved("deviation")
     mnt, mnt_meta = registry.load_approved("maintenance")
-    history = batch_history_from_twin(twin_dir)
+    # everything the twin has: the model reads the inputs it was trained on, whichever
+    history = batch_history_from_twin(twin_dir, inputs="all")
     status = pd.read_parquet(twin_dir / "batches.parquet").set_index("batch_id")["status"]
     open_ids = status.index[status.isin(["in_progress", "qc"])].intersection(history.outcomes.index)
     scores = dev.predict(history, open_ids).reset_index()

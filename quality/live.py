@@ -11,8 +11,12 @@ were trained on:
   from the batch's start for a unit that is the only one of its kind, from entry otherwise;
 - asset observations: per asset and day, its hour meter and its unit's condition tags.
 
-What OPC UA does not carry (raw-material lot attributes from the LIMS) is missing: those
-features are left empty, and the model's score is weaker, not invented.
+What OPC UA does not carry (raw-material lot attributes from the LIMS) is not here. The
+twin history ``biotwin train`` learns from carries only what this module builds
+(:func:`quality.data.batch_history_from_twin` with ``inputs="live"``: the tags of
+:func:`quality.data.live_tags` and the context of :data:`quality.data.LIVE_CONTEXT`), so its
+models score the plant with every input present; a model that was trained on lot attributes
+gets those features empty, and its score is flagged low-confidence, not invented.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ import pandas as pd
 
 from quality.data import (
     BIN_COLUMNS,
+    LIVE_CONTEXT,
     MIN_BATCHES,
+    SKIP_SIGNALS,
     BatchHistory,
     RunHistory,
     _bin,
     _characteristic_ages,
     _finish_runs,
     _labels_allow_missing,
+    _plant_maps,
     _require,
 )
 from quality.drift import PERFORMANCE_WINDOW, deviation_performance
@@ -62,27 +69,6 @@ CONDITION_SIGNALS = (
 )
 
 
-def _plant_maps(config):
-    """(unit -> step, (unit, tag) -> signal, unit -> [(asset, hour-meter tag)])."""
-    step_of_class = {s.unit_class: s.name for s in config.recipe.steps}
-    unit_step, signal_of, meters = {}, {}, {}
-    for unit in config.units:
-        spec = config.unit_classes[unit.unit_class]
-        unit_step[unit.id] = step_of_class.get(unit.unit_class)
-        for s in spec.signals:
-            signal_of[(unit.id, s.tag.format(n=unit.loop_number))] = s.name
-        meters[unit.id] = [
-            (
-                a.name,
-                next(s.tag for s in spec.signals if s.name == f"{a.name}_hours").format(
-                    n=unit.loop_number
-                ),
-            )
-            for a in spec.assets
-        ]
-    return unit_step, signal_of, meters
-
-
 def batch_history_from_historian(
     historian,
     config,
@@ -94,7 +80,15 @@ def batch_history_from_historian(
     """Batches of the historian as a history, without labels.
 
     By default the open batches (first seen within ``open_days`` of the latest context);
-    with ``batch_ids``, those of them the historian has context for.
+    with ``batch_ids``, those of them the historian has context for. The history carries
+    the tags of :func:`quality.data.live_tags` that the store holds and, as context,
+    :data:`quality.data.LIVE_CONTEXT`: the production unit (missing until the batch entered
+    one); the batch context records hold no lot attributes.
+
+    Raises
+    ------
+    InputError
+        No batch context or no tag data for the batches.
     """
     stored = historian.batch_context()
     ctx = stored[stored["batch_id"].notna() & (stored["state"] == "running")]
@@ -128,7 +122,7 @@ def batch_history_from_historian(
                 "bad": (series["quality"].astype(int) != 0) | series["value"].isna(),
             }
         ).dropna(subset=["tag"])
-        samples.append(frame[~frame["tag"].str.endswith(("_sp", "_hours"))])
+        samples.append(frame[~frame["tag"].str.endswith(SKIP_SIGNALS)])
     # equipment ages: per unit, the hour meters of the route's units, read once per unit
     plan: dict[str, list] = {}
     mine_ctx = ctx[ctx["batch_id"].isin(open_ids)]
@@ -189,7 +183,7 @@ def batch_history_from_historian(
     production = {u for u, s in unit_step.items() if s == "production"}
     prod = ctx[ctx["unit"].isin(production)].groupby("batch_id")["unit"].first()
     out["production_unit"] = prod.reindex(open_ids).to_numpy()
-    return BatchHistory(bins=bins, outcomes=out, bin_h=bin_h, context_cols=["production_unit"])
+    return BatchHistory(bins=bins, outcomes=out, bin_h=bin_h, context_cols=list(LIVE_CONTEXT))
 
 
 def training_history_from_historian(
@@ -248,7 +242,7 @@ def training_history_from_historian(
         raise InputError(f"outcomes.{batch_col}: none of the batches is in the historian")
     history = batch_history_from_historian(historian, config, bin_h=bin_h, batch_ids=ids)
     rows = out.reindex(history.outcomes.index)
-    result = history.outcomes[["order", "production_unit"]].copy()
+    result = history.outcomes[["order", *LIVE_CONTEXT]].copy()
     result["label"] = _labels_allow_missing(rows[label_col], f"outcomes.{label_col}")
     result["dev_class"] = (
         None if class_col is None else rows[class_col].astype("string").where(result["label"])
@@ -272,7 +266,7 @@ def training_history_from_historian(
         outcomes=result,
         bin_h=bin_h,
         cqa_cols=cqa_cols,
-        context_cols=["production_unit", *context_cols],
+        context_cols=[*LIVE_CONTEXT, *context_cols],
         tag_names=history.tag_names,
     )
 

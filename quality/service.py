@@ -20,10 +20,11 @@ import pandas as pd
 import sklearn
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
+from quality.calibration import calibration_report
 from quality.data import BatchHistory, RunHistory
-from quality.deviation import N_FOLDS, DeviationModel
+from quality.deviation import DeviationModel
 from quality.drift import reference
-from quality.maintenance import MaintenanceModel, phm_score, run_features, split_runs
+from quality.maintenance import MaintenanceModel, phm_score, split_runs
 
 __all__ = [
     "EVAL_PROGRESS",
@@ -78,19 +79,24 @@ def _booster_text(model) -> str:
 
 
 def model_fingerprint(model) -> str:
-    """sha256 over the trees, calibration map and conformal widths: equal models, equal sha."""
+    """sha256 over the trees, linear models, calibration map and conformal widths: equal
+    models, equal sha."""
     h = hashlib.sha256()
     h.update(_booster_text(model.classifier).encode())
-    h.update(np.asarray(model.calibrator.X_thresholds_).tobytes())
-    h.update(np.asarray(model.calibrator.y_thresholds_).tobytes())
+    h.update(type(model.calibrator).__name__.encode())
+    h.update(np.asarray(model.calibrator.state(), dtype=np.float64).tobytes())
     h.update(",".join(model.features).encode())
     if isinstance(model, DeviationModel):
+        h.update(model.chosen.encode())
+        for name in sorted(getattr(model, "linear", {})):
+            h.update(model.linear[name].state())
         h.update(_booster_text(model.class_model).encode())
         for col in model.cqa_cols:
             h.update(_booster_text(model.cqa_models[col]).encode())
             h.update(repr(sorted(model.cqa_halfwidth[col].items())).encode())
     else:
-        h.update(_booster_text(model.regressor).encode())
+        for reg in getattr(model, "regressors", [model.regressor]):
+            h.update(_booster_text(reg).encode())
         h.update(repr(model.rul_halfwidth).encode())
         h.update(repr(getattr(model, "rul_offset", None)).encode())
     return h.hexdigest()
@@ -132,9 +138,12 @@ def evaluate_deviation(
         if "onset_h" in history.outcomes
         else None
     )
+    all_scores, all_y = [], []
     for p in progress:
         X = model.featurizer.transform(history, ids, p, cube)
-        score = model.predict_proba(X[model.features])
+        score = model.score(history, ids, p, cube)
+        all_scores.append(score)
+        all_y.append(y)
         env = model.featurizer.envelope_hours(X).to_numpy()
         row = {
             "progress": p,
@@ -144,6 +153,8 @@ def evaluate_deviation(
             "envelope_rule_auc": _auc(y, env),
             "pr_auc": float(average_precision_score(y, score)) if y.any() else None,
             "brier": float(brier_score_loss(y, score)),
+            "brier_constant_rate": float(brier_score_loss(y, np.full(len(y), model.base_rate))),
+            "ece": calibration_report(y, score)["ece"],
             "flagged_share": float(np.mean(score >= FLAG_THRESHOLD)),
             "recall_at_0.5": float(np.mean(score[y] >= FLAG_THRESHOLD)) if y.any() else None,
         }
@@ -190,16 +201,20 @@ def evaluate_deviation(
     importance = [{"feature": f, "gain": float(g)} for f, g in gain.head(20).items()]
     at = {r["progress"]: r for r in per_p}
     headline = {
+        "chosen_pipeline": model.chosen,
         "auc_p25": at.get(0.25, {}).get("roc_auc"),
         "auc_p50": at.get(0.5, {}).get("roc_auc"),
         "auc_p100": at.get(1.0, {}).get("roc_auc"),
         "envelope_auc_p50": at.get(0.5, {}).get("envelope_rule_auc"),
         "test_batches": len(ids),
     }
+    pooled = calibration_report(np.concatenate(all_y), np.concatenate(all_scores))
     return {
         "headline": headline,
         "by_progress": per_p,
         "calibration_p50": calibration,
+        "reliability_all_progress": pooled.pop("reliability"),
+        "calibration_all_progress": pooled,
         "importance": importance,
         **classes,
         "_predictions": pd.concat(predictions, ignore_index=True),
@@ -275,11 +290,27 @@ def train_deviation(
     (DeviationModel, dict, dict)
         The model, its registry metadata and the full metrics (with test predictions).
     """
-    train_ids, test_ids = split_batches(history, test_share)
+    labelled = history.labelled()
+    if test_share > 0:
+        train_ids, test_ids = split_batches(history, test_share)
+    else:
+        train_ids, test_ids = labelled, pd.Index([])
     model = DeviationModel(seed=seed).fit(history, train_ids)
-    metrics = evaluate_deviation(model, history, test_ids)
+    if len(test_ids):
+        metrics = evaluate_deviation(model, history, test_ids)
+    else:
+        metrics = {"headline": _cv_headline(model), "by_progress": _cv_by_progress(model)}
+    metrics["selection"] = model.selection
+    metrics["calibration"] = model.calibration
     X_ref = model.features_at(history, train_ids, 0.5)
-    order = history.outcomes.loc[history.labelled(), "order"]
+    ordered = bool(getattr(history, "time_ordered", True))
+    order = history.outcomes.loc[labelled, "order"]
+    if test_share > 0:
+        split = f"by start time: test = the latest {test_share:.0%} of labelled batches"
+        if not ordered:
+            split = f"the last {test_share:.0%} of labelled batches in file order (no time order)"
+    else:
+        split = "none: fitted on all labelled batches; figures are cross-validated"
     training = {
         "source": source,
         "batches_train": len(train_ids),
@@ -288,15 +319,19 @@ def train_deviation(
         "last_batch": str(train_ids[-1]),
         # performance monitoring counts only batches that started after this one
         "train_until_order": float(history.outcomes.loc[train_ids[-1], "order"]),
-        "split": f"by start time: test = the latest {test_share:.0%} of labelled batches",
-        "period": f"{pd.to_datetime(order.min(), unit='s')} .. "
-        f"{pd.to_datetime(order.max(), unit='s')}",
+        "split": split,
+        "period": _period(order, history),
         "deviation_rate_train": float(history.outcomes.loc[train_ids, "label"].astype(bool).mean()),
+        "pipeline": f"{model.chosen}: {model.selection.get('why', '')}",
+        "calibration": model.calibration.get("chosen"),
         "boosting_rounds": (
-            f"{model.rounds}, chosen by blocked {N_FOLDS}-fold out-of-fold log loss "
+            f"{model.rounds}, chosen by grouped cross-validated out-of-fold log loss "
             f"{model.rounds_cv_log_loss}"
         ),
     }
+    report = getattr(history, "input_report", None)
+    if report:
+        training["input_report"] = report
     fp = frame_fingerprint(history.bins, history.outcomes.astype(str))
     meta = _meta(
         "deviation",
@@ -309,33 +344,109 @@ def train_deviation(
         DEVIATION_LIMITS,
         reference(X_ref),
     )
+    meta["selection"] = model.selection
+    meta["calibration"] = model.calibration
     return model, meta, metrics
+
+
+def _period(order: pd.Series, history: BatchHistory) -> str:
+    """The batches' time span as the data gives it: dates, numbers, or no order at all."""
+    if not bool(getattr(history, "time_ordered", True)):
+        return "no time order between batches (batch-relative time): folds shuffled by seed"
+    if bool(getattr(history, "time_is_datetime", False)):
+        return f"{pd.to_datetime(order.min(), unit='s')} .. {pd.to_datetime(order.max(), unit='s')}"
+    return f"batch start {order.min():g} .. {order.max():g} (time units of the data)"
+
+
+def _cv_headline(model: DeviationModel) -> dict:
+    chosen = next(c for c in model.selection["candidates"] if c["name"] == model.chosen)
+    out = {"chosen_pipeline": model.chosen, "cv_auc_mean": chosen["cv_mean"]}
+    out["cv_auc_sd_over_folds"] = chosen["cv_sd"]
+    for k, v in chosen.items():
+        if k.startswith("cv_auc_"):
+            out[k] = v
+    return out
+
+
+def _cv_by_progress(model: DeviationModel) -> list[dict]:
+    rows = []
+    for c in model.selection["candidates"]:
+        row = {"candidate": c["name"], "cv_mean": c["cv_mean"], "cv_sd": c["cv_sd"]}
+        row.update({k: v for k, v in c.items() if k.startswith("cv_auc_")})
+        rows.append(row)
+    return rows
 
 
 def train_maintenance(
     runs: RunHistory,
     *,
     seed: int = 0,
-    horizon: float = 168.0,
+    horizon: float | None = 168.0,
     rul_cap: float | None = None,
+    setting_cols: list[str] | None = None,
+    n_seeds: int = 1,
     source: str = "",
     test_share: float = TEST_SHARE,
 ):
-    """Fit on earlier runs (or some assets), validate on the held-out ones."""
-    train_runs, test_runs = split_runs(runs, test_share, seed)
-    model = MaintenanceModel(horizon=horizon, rul_cap=rul_cap, seed=seed).fit(runs, train_runs)
-    metrics = evaluate_maintenance(model, runs, test_runs)
-    X = run_features(runs)
+    """Choose and fit by grouped cross-validation; validate on held-out runs if asked.
+
+    With ``test_share`` > 0 the later runs (timestamps) or some assets (cycles) are held out
+    and measured; with 0 the model is fitted on all runs and its figures are the
+    cross-validated ones.
+    """
+    if test_share > 0:
+        train_runs, test_runs = split_runs(runs, test_share, seed)
+    else:
+        train_runs, test_runs = pd.Index(runs.rows["run"].unique()), pd.Index([])
+    model = MaintenanceModel(
+        horizon=horizon,
+        rul_cap=rul_cap,
+        seed=seed,
+        setting_cols=list(setting_cols or []),
+        n_seeds=n_seeds,
+    ).fit(runs, train_runs)
+    chosen = next(
+        c for c in model.selection["candidates"] if c["name"] == model.selection["chosen"]
+    )
+    if len(test_runs):
+        metrics = evaluate_maintenance(model, runs, test_runs)
+    else:
+        metrics = {
+            "headline": {
+                "cv_rul_rmse": chosen["cv_mean"],
+                "cv_rul_rmse_sd_over_folds": chosen["cv_sd"],
+                "runs": int(runs.rows["run"].nunique()),
+            },
+            "horizon": model.horizon,
+            "time_unit": "hours" if runs.time_is_datetime else "cycles",
+        }
+    metrics["selection"] = model.selection
+    metrics["calibration"] = model.calibration
+    X = model._features(runs)
     training = {
         "source": source,
         "runs_train": len(train_runs),
         "runs_test": len(test_runs),
         "failures": int(runs.rows["failure"].sum()),
         "assets": int(runs.rows["asset"].nunique()),
-        "split": "by time (runs after the cut-off)" if runs.time_is_datetime else "by asset",
-        "horizon": horizon,
-        "rul_cap": rul_cap,
+        "split": (
+            ("by time (runs after the cut-off)" if runs.time_is_datetime else "by asset")
+            if len(test_runs)
+            else "none: fitted on all runs; figures are cross-validated"
+        ),
+        "horizon": model.horizon,
+        "time_unit": "hours" if runs.time_is_datetime else "cycles",
+        "rul_cap": model.rul_cap,
+        "windows": list(model.windows),
+        "loss": model.loss,
+        "regimes": None if model.regimes is None else model.regimes.k,
+        "constant_sensors_dropped": model.dropped_constant,
+        "pipeline": model.selection["why"],
+        "calibration": model.calibration.get("chosen"),
     }
+    report = getattr(runs, "input_report", None)
+    if report:
+        training["input_report"] = report
     fp = frame_fingerprint(runs.rows)
     meta = _meta(
         "maintenance",
@@ -348,4 +459,6 @@ def train_maintenance(
         MAINTENANCE_LIMITS,
         reference(X[runs.rows["run"].isin(train_runs).to_numpy()]),
     )
+    meta["selection"] = model.selection
+    meta["calibration"] = model.calibration
     return model, meta, metrics

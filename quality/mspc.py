@@ -1,0 +1,323 @@
+"""Batch multivariate statistical process control on the trajectory so far.
+
+The classical family for batch processes (Nomikos & MacGregor 1994, 1995): batches aligned on
+batch time, unfolded batch-wise (one row per batch, one column per tag and time slice),
+scaled against the *normal* batches' mean trajectory and spread, and a principal component
+model of the normal batches. A batch in progress is judged on the part of the trajectory it
+has: Hotelling's T2 (how far along the normal directions of variation it is) and the squared
+prediction error SPE (how much of it the normal correlation structure cannot explain: a probe
+drifting away from what the other tags say, a fault that breaks the usual pattern), overall,
+per tag and in the latest time slice, each against limits from the normal batches (F and
+scaled chi-square approximations).
+
+One model per point of a progress grid (an *evolving* model: each sees only the slices up to
+its cut-off); a batch at progress ``p`` is scored by the model of the largest grid point not
+after ``p``, on its data up to that point, so nothing recorded after ``p`` can change it.
+
+Two classifiers sit on top, both regularised logistic regressions (few batches are normal in
+biopharma):
+
+- ``mspc``: on the monitoring statistics (log T2, log SPE overall, latest slice and per tag,
+  and each tag's mean scaled deviation over the whole trajectory so far and the latest slices);
+- ``unfolded``: on the scaled unfolded trajectory itself plus those statistics (in the spirit
+  of PLS-DA, with an L2 penalty instead of latent variables).
+
+The training batches' own statistics are cross-fitted (each normal batch is judged by a PCA
+model fitted without it), so that a normal batch in training looks as normal as a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats as sps
+from sklearn.linear_model import LogisticRegression
+
+__all__ = ["TrajectoryModel"]
+
+logger = logging.getLogger(__name__)
+
+MAX_SLICES = 24
+#: scaled values and classifier inputs are clipped to this many standard deviations, so that
+#: a tag that hardly varies in the normal batches cannot dominate by division alone
+CLIP_SD = 10.0
+MAX_COMPONENTS = 8
+EXPLAINED = 0.8
+INNER_FOLDS = 5
+LIMIT = 0.99
+
+
+def _slice_means(value: np.ndarray, t_h: np.ndarray, cut: np.ndarray, n_bins: int, S: int):
+    """Batch x tag x slice means of the bins seen by ``cut`` (per batch), over ``n_bins``."""
+    seen = t_h[:, :, :n_bins] <= cut[:, None, None]
+    v = np.where(seen, value[:, :, :n_bins], np.nan)
+    edges = np.floor(np.arange(S + 1) * n_bins / S).astype(int)
+    out = np.full((*v.shape[:2], S), np.nan)
+    with np.errstate(all="ignore"):
+        for s in range(S):
+            part = v[:, :, edges[s] : edges[s + 1]]
+            n = np.sum(~np.isnan(part), axis=2)
+            total = np.nansum(part, axis=2)
+            out[:, :, s] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return out
+
+
+@dataclass
+class _PCA:
+    mean: np.ndarray
+    scale: np.ndarray
+    loadings: np.ndarray  # columns x k
+    variance: np.ndarray  # k
+    t2_limit: float = 1.0
+    spe_limit: float = 1.0
+
+
+def _fit_pca(X: np.ndarray, n_normal_min: int = 3) -> _PCA:
+    """Scaling and principal components of normal batches' unfolded rows (NaN = missing)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(X, axis=0)
+        sd = np.nanstd(X, axis=0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    floor = 1e-6 + 1e-3 * np.abs(mean)
+    sd = np.where(np.isfinite(sd) & (sd > floor), sd, np.maximum(floor, 1e-6))
+    Z = np.clip(np.nan_to_num((X - mean) / sd), -CLIP_SD, CLIP_SD)
+    n = len(Z)
+    k_max = max(1, min(MAX_COMPONENTS, n - 2, Z.shape[1]))
+    if n < n_normal_min:
+        return _PCA(mean, sd, np.zeros((Z.shape[1], 1)), np.ones(1))
+    vt, var = _components(Z - Z.mean(axis=0), k_max)
+    share = np.cumsum(var) / max(var.sum(), 1e-12)
+    k = int(min(k_max, np.searchsorted(share, EXPLAINED) + 1))
+    pca = _PCA(mean, sd, vt[:k].T, np.maximum(var[:k], 1e-9))
+    # limits from the normal batches: Hotelling's T2 (F) and SPE (Box's scaled chi-square)
+    t2_lim = k * (n - 1) * (n + 1) / max(n * (n - k), 1) * sps.f.ppf(LIMIT, k, max(n - k, 1))
+    spe = _stats(pca, Z)[1]
+    m, v = float(np.mean(spe)), float(np.var(spe))
+    spe_lim = v / (2 * m) * sps.chi2.ppf(LIMIT, 2 * m * m / v) if m > 0 and v > 0 else 1.0
+    pca.t2_limit, pca.spe_limit = float(t2_lim), float(max(spe_lim, 1e-9))
+    return pca
+
+
+def _components(Zc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """All variances and the first ``k`` principal axes of centred rows.
+
+    With fewer rows than columns (the usual case: tens of batches, hundreds of tag x slice
+    columns) from the eigenvectors of the n x n Gram matrix, which is much cheaper than an
+    SVD of the whole matrix and gives the same axes.
+    """
+    n = len(Zc)
+    if n >= Zc.shape[1]:
+        _, s, vt = np.linalg.svd(Zc, full_matrices=False)
+        return vt[:k], s**2 / max(n - 1, 1)
+    w, u = np.linalg.eigh(Zc @ Zc.T)
+    order = np.argsort(w)[::-1]
+    w, u = np.maximum(w[order], 0.0), u[:, order]
+    s = np.sqrt(w[:k])
+    vt = (u[:, :k].T @ Zc) / np.where(s > 1e-12, s, 1.0)[:, None]
+    return vt, w / max(n - 1, 1)
+
+
+def _stats(pca: _PCA, Z: np.ndarray):
+    """T2, SPE and the residual matrix of scaled rows."""
+    T = Z @ pca.loadings
+    t2 = np.sum(T**2 / pca.variance, axis=1)
+    resid = Z - T @ pca.loadings.T
+    return t2, np.sum(resid**2, axis=1), resid
+
+
+@dataclass
+class _GridModel:
+    progress: float
+    n_bins: int
+    slices: int
+    pca: _PCA
+    feat_mean: np.ndarray | None = None
+    feat_sd: np.ndarray | None = None
+    lr: LogisticRegression | None = None
+    spe_tag_typical: np.ndarray | None = None
+
+
+@dataclass
+class TrajectoryModel:
+    """Evolving batch MSPC with a regularised logistic classifier on top.
+
+    Parameters
+    ----------
+    kind : {"mspc", "unfolded"}
+        Classifier inputs: the monitoring statistics, or the scaled unfolded trajectory and
+        the statistics.
+    C : float
+        Inverse L2 penalty of the logistic regression (on standardised inputs).
+    grid : tuple of float
+        Progress points with a model each.
+    seed : int
+    """
+
+    kind: str = "mspc"
+    C: float = 0.1
+    grid: tuple[float, ...] = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
+    seed: int = 0
+    models: list[_GridModel] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    nominal_h: float = 1.0
+    bin_h: float = 1.0
+    recent_slices: int = 1
+
+    # ------------------------------------------------------------------ features
+    def _unfold(self, value, t_h, cut, g: _GridModel) -> np.ndarray:
+        X = _slice_means(value, t_h, cut, g.n_bins, g.slices)
+        return X.reshape(len(X), -1)
+
+    def _features(self, g: _GridModel, pca: _PCA, X: np.ndarray) -> np.ndarray:
+        """Monitoring statistics (and, for ``unfolded``, the scaled trajectory) of rows."""
+        n_t, S = len(self.tags), g.slices
+        Z = np.clip(np.nan_to_num((X - pca.mean) / pca.scale), -CLIP_SD, CLIP_SD)
+        t2, spe, resid = _stats(pca, Z)
+        r3 = resid.reshape(len(Z), n_t, S) ** 2
+        z3 = Z.reshape(len(Z), n_t, S)
+        seen = ~np.isnan(X.reshape(len(X), n_t, S))
+        has = seen.any(axis=1)  # batch x slice
+        last = np.where(has.any(axis=1), S - 1 - np.argmax(has[:, ::-1], axis=1), 0)
+        spe_last = r3[np.arange(len(Z)), :, last].sum(axis=1)
+        R = self.recent_slices
+        recent = (np.arange(S)[None, :] > (last[:, None] - R)) & (
+            np.arange(S)[None, :] <= last[:, None]
+        )
+        n_seen = np.maximum(seen.sum(axis=2), 1)
+        with np.errstate(all="ignore"):
+            z_mean = np.where(seen, z3, 0.0).sum(axis=2) / n_seen
+            rc = seen & recent[:, None, :]
+            z_recent = np.where(rc, z3, 0.0).sum(axis=2) / np.maximum(rc.sum(axis=2), 1)
+        spe_tag = r3.sum(axis=2) / n_seen
+        cols = [
+            np.log1p(t2 / pca.t2_limit)[:, None],
+            np.log1p(spe / pca.spe_limit)[:, None],
+            np.log1p(spe_last / max(pca.spe_limit / S, 1e-9))[:, None],
+            np.log1p(spe_tag),
+            z_mean,
+            z_recent,
+        ]
+        if self.kind == "unfolded":
+            cols.append(Z)
+        return np.column_stack(cols)
+
+    def feature_groups(self) -> list[tuple[str, int]]:
+        """(meaning, tag index or -1) of each statistic column, in order."""
+        n_t = len(self.tags)
+        groups = [("t2", -1), ("spe", -1), ("spe_now", -1)]
+        groups += [("spe_tag", j) for j in range(n_t)]
+        groups += [("z_mean", j) for j in range(n_t)]
+        groups += [("z_recent", j) for j in range(n_t)]
+        return groups
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, value, t_h, y: np.ndarray, *, tags, nominal_h, bin_h) -> TrajectoryModel:
+        """Fit one PCA and classifier per grid point.
+
+        Parameters
+        ----------
+        value, t_h : numpy.ndarray
+            Batch x tag x bin cube (values, batch time of each bin's last sample).
+        y : numpy.ndarray
+            0/1 outcome per batch.
+        """
+        self.tags, self.nominal_h, self.bin_h = list(tags), float(nominal_h), float(bin_h)
+        y = np.asarray(y, dtype=int)
+        normal = np.flatnonzero(y == 0)
+        rng = np.random.default_rng(self.seed)
+        inner = np.empty(len(normal), dtype=int)
+        inner[rng.permutation(len(normal))] = np.arange(len(normal)) % INNER_FOLDS
+        self.models = []
+        for p in self.grid:
+            cut = np.full(len(y), p * self.nominal_h)
+            n_bins = int(min(value.shape[2], max(1, np.ceil(p * self.nominal_h / self.bin_h))))
+            S = int(min(MAX_SLICES, n_bins))
+            self.recent_slices = max(1, round(MAX_SLICES / 6))
+            g = _GridModel(progress=p, n_bins=n_bins, slices=S, pca=None)
+            X = self._unfold(value, t_h, cut, g)
+            g.pca = _fit_pca(X[normal])
+            F = self._features(g, g.pca, X)
+            # cross-fitted statistics for the normal batches themselves
+            for k in range(INNER_FOLDS):
+                held = normal[inner == k]
+                if len(held) == 0 or len(normal) - len(held) < 3:
+                    continue
+                pca_k = _fit_pca(X[normal[inner != k]])
+                F[held] = self._features(g, pca_k, X[held])
+            n_t = len(self.tags)
+            typical = np.median(np.expm1(F[normal, 3 : 3 + n_t]), axis=0)
+            g.spe_tag_typical = np.maximum(typical, 1e-9)
+            g.feat_mean = F.mean(axis=0)
+            g.feat_sd = np.where(F.std(axis=0) > 1e-9, F.std(axis=0), 1.0)
+            g.lr = LogisticRegression(C=self.C, max_iter=2000)
+            g.lr.fit(self._standard(g, F), y)
+            self.models.append(g)
+        return self
+
+    # ------------------------------------------------------------------ score
+    def _grid_index(self, progress: np.ndarray) -> np.ndarray:
+        grid = np.array([g.progress for g in self.models])
+        idx = np.searchsorted(grid, progress + 1e-9, side="right") - 1
+        return np.clip(idx, 0, len(grid) - 1)
+
+    def raw(self, value, t_h, progress) -> np.ndarray:
+        """Log-odds of a deviation for each batch at its progress (array, one per batch)."""
+        progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(value),))
+        out = np.zeros(len(value))
+        which = self._grid_index(progress)
+        for i in np.unique(which):
+            g = self.models[i]
+            rows = np.flatnonzero(which == i)
+            cut = np.minimum(progress[rows], g.progress) * self.nominal_h
+            X = self._unfold(value[rows], t_h[rows], cut, g)
+            out[rows] = g.lr.decision_function(self._standard(g, self._features(g, g.pca, X)))
+        return out
+
+    def contributions(self, value, t_h, progress) -> tuple[np.ndarray, np.ndarray]:
+        """Per-tag contributions to the log-odds and each tag's recent scaled deviation.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+            batch x (tags + 1) contributions (the last column: the multivariate statistics T2
+            and SPE together); batch x tags mean deviation in normal-batch standard
+            deviations over the latest slices; batch x tags SPE over its typical value in
+            normal batches.
+        """
+        progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(value),))
+        n_t = len(self.tags)
+        contrib = np.zeros((len(value), n_t + 1))
+        z_recent = np.zeros((len(value), n_t))
+        spe_ratio = np.ones((len(value), n_t))
+        which = self._grid_index(progress)
+        groups = self.feature_groups()
+        for i in np.unique(which):
+            g = self.models[i]
+            rows = np.flatnonzero(which == i)
+            cut = np.minimum(progress[rows], g.progress) * self.nominal_h
+            X = self._unfold(value[rows], t_h[rows], cut, g)
+            F = self._features(g, g.pca, X)
+            c = self._standard(g, F) * g.lr.coef_[0]
+            for col, (_kind, j) in enumerate(groups):
+                contrib[rows, n_t if j < 0 else j] += c[:, col]
+            if self.kind == "unfolded":
+                extra = c[:, len(groups) :].reshape(len(rows), n_t, g.slices).sum(axis=2)
+                contrib[rows, :n_t] += extra
+            z_recent[rows] = F[:, 3 + 2 * n_t : 3 + 3 * n_t]
+            spe_ratio[rows] = np.expm1(F[:, 3 : 3 + n_t]) / g.spe_tag_typical
+        return contrib, z_recent, spe_ratio
+
+    @staticmethod
+    def _standard(g: _GridModel, F: np.ndarray) -> np.ndarray:
+        return np.clip((F - g.feat_mean) / g.feat_sd, -CLIP_SD, CLIP_SD)
+
+    def state(self) -> bytes:
+        """Parameters as bytes (fingerprinting)."""
+        parts = []
+        for g in self.models:
+            parts += [g.pca.mean, g.pca.scale, g.pca.loadings, g.lr.coef_, g.lr.intercept_]
+        return b"".join(np.ascontiguousarray(p, dtype=np.float64).tobytes() for p in parts)
