@@ -25,7 +25,15 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-__all__ = ["Beta", "Identity", "Isotonic", "Platt", "calibration_report", "choose_calibrator"]
+__all__ = [
+    "Beta",
+    "Identity",
+    "Isotonic",
+    "Platt",
+    "PlattGrid",
+    "calibration_report",
+    "choose_calibrator",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +74,7 @@ class Platt:
             if a > 0 and a + a_p > 0:
                 self.a, self.a_p, self.b, self.b_p = a, a_p, float(lr.intercept_[0]), b_p
                 return self
-            logger.warning(
+            logger.info(
                 "progress-dependent calibration would reverse the ranking (slope %.3g at 0, "
                 "%.3g at 1); one map for all progress instead",
                 a,
@@ -179,6 +187,48 @@ class Isotonic:
         return np.concatenate([self.iso.X_thresholds_, self.iso.y_thresholds_])
 
 
+@dataclass
+class PlattGrid:
+    """A Platt map per progress point, parameters interpolated linearly between points.
+
+    Each point's map is a mildly regularised logistic regression of the outcome on the raw
+    score there, so that where the scores carry no information (early in a batch, before
+    any fault can show) the slope goes to zero and the probability to the base rate, instead
+    of inheriting the confidence the scores have late.
+    """
+
+    name: str = "platt_per_progress"
+    C: float = 1.0
+
+    def fit(self, raw, y, progress=None) -> PlattGrid:
+        raw = np.asarray(raw, dtype=float)
+        y = np.asarray(y, dtype=int)
+        t = np.zeros(len(raw)) if progress is None else np.round(np.asarray(progress, float), 6)
+        self.points, self.a, self.b = [], [], []
+        rate = min(max(float(y.mean()), 1e-4), 1 - 1e-4)
+        for p in np.unique(t):
+            m = t == p
+            if len(np.unique(y[m])) < 2:
+                a, b = 0.0, float(np.log(rate / (1 - rate)))
+            else:
+                lr = LogisticRegression(C=self.C, max_iter=1000).fit(raw[m, None], y[m])
+                a, b = max(float(lr.coef_[0, 0]), 0.0), float(lr.intercept_[0])
+            self.points.append(float(p))
+            self.a.append(a)
+            self.b.append(b)
+        return self
+
+    def predict(self, raw, progress=None) -> np.ndarray:
+        raw = np.asarray(raw, dtype=float)
+        t = np.broadcast_to(np.asarray(0.0 if progress is None else progress, float), raw.shape)
+        a = np.interp(t, self.points, self.a)
+        b = np.interp(t, self.points, self.b)
+        return _sigmoid(a * raw + b)
+
+    def state(self) -> np.ndarray:
+        return np.array([*self.points, *self.a, *self.b])
+
+
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
@@ -193,6 +243,8 @@ def _make(method: str):
         c = Platt()
         c.name = "platt_progress"
         return c
+    if method == "platt_per_progress":
+        return PlattGrid()
     if method == "beta":
         return Beta()
     if method == "isotonic":
@@ -200,16 +252,19 @@ def _make(method: str):
     raise ValueError(f"calibration: unknown method {method!r}")
 
 
-METHODS = ("none", "platt", "platt_progress", "beta", "isotonic")
+METHODS = ("none", "platt", "platt_progress", "platt_per_progress", "beta", "isotonic")
+
+
+_USES_PROGRESS = ("platt_progress", "platt_per_progress")
 
 
 def _fit(method, raw, y, progress):
     cal = _make(method)
-    return cal.fit(raw, y, progress if method == "platt_progress" else None)
+    return cal.fit(raw, y, progress if method in _USES_PROGRESS else None)
 
 
 def _predict(cal, raw, progress):
-    return cal.predict(raw, progress if cal.name == "platt_progress" else None)
+    return cal.predict(raw, progress if cal.name in _USES_PROGRESS else None)
 
 
 def choose_calibrator(
@@ -244,7 +299,7 @@ def choose_calibrator(
     raw = np.asarray(raw, dtype=float)
     y = np.asarray(y, dtype=int)
     if progress is None:
-        methods = tuple(m for m in methods if m != "platt_progress")
+        methods = tuple(m for m in methods if m not in _USES_PROGRESS)
     uniq = pd.unique(np.asarray(groups))
     rng = np.random.default_rng(seed)
     fold_of = dict(

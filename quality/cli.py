@@ -559,7 +559,7 @@ def maintenance_fit(
         str | None,
         typer.Option(help="Operating-setting columns, comma-separated (regime normalisation)."),
     ] = None,
-    n_seeds: Annotated[int, typer.Option(help="Average the RUL model over N seeds.", min=1)] = 1,
+    n_seeds: Annotated[int, typer.Option(help="Average the RUL model over N seeds.", min=1)] = 3,
     holdout: Annotated[
         float,
         typer.Option(

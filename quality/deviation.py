@@ -275,12 +275,10 @@ class DeviationModel:
                 )
             # the envelope is re-learned without the held-out batches
             feat = copy.copy(self.featurizer)
-            feat.learn_envelope(_sub_cube(cube, train), ~y_b[train])
+            train_cube = _sub_cube(cube, train)  # one cube: its running sums are kept on it
+            feat.learn_envelope(train_cube, ~y_b[train])
             Xtr = pd.concat(
-                [
-                    feat.transform(history, ids[train], p, _sub_cube(cube, train))
-                    for p in self.progress_grid
-                ]
+                [feat.transform(history, ids[train], p, train_cube) for p in self.progress_grid]
             )
             ytr = np.tile(y_b[train], n_p)
             model = lgb.LGBMClassifier(**self.params).fit(Xtr, ytr)

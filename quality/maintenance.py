@@ -117,22 +117,27 @@ def run_features(
     for j, col in enumerate(sensors):
         feats[col] = V[:, j]
     short = min(windows)
-    for w in windows:
-        s, _ = _window_sums(Vz, start, w)
-        n, _ = _window_sums(ok.astype(float), start, w)
-        ss, _ = _window_sums(Vz * Vz, start, w)
-        st, _ = _window_sums(tt, start, w)
-        stt, _ = _window_sums(tt * tt, start, w)
-        stv, _ = _window_sums(tt * Vz, start, w)
+    # the trailing windows, and the whole run so far (expanding: its mean and trend)
+    for w in (*windows, None):
+        span = 10**9 if w is None else w
+        tag = "all" if w is None else str(w)
+        s, _ = _window_sums(Vz, start, span)
+        n, _ = _window_sums(ok.astype(float), start, span)
+        ss, _ = _window_sums(Vz * Vz, start, span)
+        st, _ = _window_sums(tt, start, span)
+        stt, _ = _window_sums(tt * tt, start, span)
+        stv, _ = _window_sums(tt * Vz, start, span)
         with np.errstate(all="ignore"):
             mean = np.where(n > 0, s / n, np.nan)
             sd = np.sqrt(np.maximum(ss / n - mean**2, 0.0))
             den = n * stt - st**2
             slope = np.where((n > 2) & (den > 1e-12), (n * stv - st * s) / den, np.nan)
         for j, col in enumerate(sensors):
-            feats[f"{col}|mean{w}"] = mean[:, j]
-            feats[f"{col}|sd{w}"] = np.where(n[:, j] > 1, sd[:, j], np.nan)
-            feats[f"{col}|slope{w}"] = slope[:, j]
+            feats[f"{col}|slope{tag}"] = slope[:, j]
+            if w is None:
+                continue
+            feats[f"{col}|mean{tag}"] = mean[:, j]
+            feats[f"{col}|sd{tag}"] = np.where(n[:, j] > 1, sd[:, j], np.nan)
             if w == short:
                 feats[f"{col}|vs_early"] = mean[:, j] - early[:, j]
     X = pd.DataFrame(feats, index=rows.index)
@@ -433,10 +438,10 @@ class MaintenanceModel:
             oof[name] = pred
         best_ws = min(results, key=lambda c: c.cv_mean).extra["windows"]
         X = self._features(sub, tuple(best_ws))
-        # stage 2 on the best windows: cap (if not the user's), Huber loss, tree size
+        # stage 2 on the best windows: cap (if not the user's), Huber loss, larger trees
         caps = [self.rul_cap] if self.rul_cap is not None else [None, 0.5 * median_life]
         variants = [(cap, "huber", 15) for cap in caps]
-        variants += [(first_cap, "l2", 5), (first_cap, "l2", 31)]
+        variants += [(first_cap, "l2", 31)]
         variants += [(cap, "l2", 15) for cap in caps if cap != first_cap]
         for cap, loss, leaves in variants:
             name = f"windows {','.join(map(str, best_ws))}, cap {_cap_text(cap)}, {loss}"
@@ -604,6 +609,8 @@ def _describe(feature: str, value, unit: str) -> str:
         return f"{col} mean over the last {stat[4:]} observations = {v}"
     if stat.startswith("sd"):
         return f"{col} spread over the last {stat[2:]} observations = {v}"
+    if stat == "slopeall":
+        return f"{col} trend since the run began = {v} per {unit.rstrip('s')}"
     if stat.startswith("slope"):
         return f"{col} trend over the last {stat[5:]} observations = {v} per {unit.rstrip('s')}"
     if stat == "vs_early":

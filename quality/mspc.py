@@ -53,16 +53,13 @@ LIMIT = 0.99
 def _slice_means(value: np.ndarray, t_h: np.ndarray, cut: np.ndarray, n_bins: int, S: int):
     """Batch x tag x slice means of the bins seen by ``cut`` (per batch), over ``n_bins``."""
     seen = t_h[:, :, :n_bins] <= cut[:, None, None]
-    v = np.where(seen, value[:, :, :n_bins], np.nan)
-    edges = np.floor(np.arange(S + 1) * n_bins / S).astype(int)
-    out = np.full((*v.shape[:2], S), np.nan)
+    v = value[:, :, :n_bins]
+    ok = seen & ~np.isnan(v)
+    edges = np.floor(np.arange(S) * n_bins / S).astype(int)
+    total = np.add.reduceat(np.where(ok, v, 0.0), edges, axis=2)
+    count = np.add.reduceat(ok, edges, axis=2)
     with np.errstate(all="ignore"):
-        for s in range(S):
-            part = v[:, :, edges[s] : edges[s + 1]]
-            n = np.sum(~np.isnan(part), axis=2)
-            total = np.nansum(part, axis=2)
-            out[:, :, s] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-    return out
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 @dataclass
@@ -165,7 +162,6 @@ class TrajectoryModel:
     tags: list[str] = field(default_factory=list)
     nominal_h: float = 1.0
     bin_h: float = 1.0
-    recent_slices: int = 1
 
     # ------------------------------------------------------------------ features
     def _unfold(self, value, t_h, cut, g: _GridModel) -> np.ndarray:
@@ -183,7 +179,7 @@ class TrajectoryModel:
         has = seen.any(axis=1)  # batch x slice
         last = np.where(has.any(axis=1), S - 1 - np.argmax(has[:, ::-1], axis=1), 0)
         spe_last = r3[np.arange(len(Z)), :, last].sum(axis=1)
-        R = self.recent_slices
+        R = max(1, round(S / 6))  # the latest sixth of the trajectory so far
         recent = (np.arange(S)[None, :] > (last[:, None] - R)) & (
             np.arange(S)[None, :] <= last[:, None]
         )
@@ -230,19 +226,20 @@ class TrajectoryModel:
         normal = np.flatnonzero(y == 0)
         rng = np.random.default_rng(self.seed)
         inner = np.empty(len(normal), dtype=int)
-        inner[rng.permutation(len(normal))] = np.arange(len(normal)) % INNER_FOLDS
+        n_inner = INNER_FOLDS if len(normal) < 200 else 3
+        inner[rng.permutation(len(normal))] = np.arange(len(normal)) % n_inner
         self.models = []
         for p in self.grid:
             cut = np.full(len(y), p * self.nominal_h)
             n_bins = int(min(value.shape[2], max(1, np.ceil(p * self.nominal_h / self.bin_h))))
-            S = int(min(MAX_SLICES, n_bins))
-            self.recent_slices = max(1, round(MAX_SLICES / 6))
+            # the unfolded classifier sees every tag x slice: half the slices keep it small
+            S = int(min(MAX_SLICES if self.kind == "mspc" else MAX_SLICES // 2, n_bins))
             g = _GridModel(progress=p, n_bins=n_bins, slices=S, pca=None)
             X = self._unfold(value, t_h, cut, g)
             g.pca = _fit_pca(X[normal])
             F = self._features(g, g.pca, X)
             # cross-fitted statistics for the normal batches themselves
-            for k in range(INNER_FOLDS):
+            for k in range(n_inner):
                 held = normal[inner == k]
                 if len(held) == 0 or len(normal) - len(held) < 3:
                     continue
