@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 
 __all__ = [
     "Beta",
+    "EvidenceGate",
     "Identity",
     "Isotonic",
     "Platt",
@@ -187,18 +188,29 @@ class Isotonic:
         return np.concatenate([self.iso.X_thresholds_, self.iso.y_thresholds_])
 
 
+def _ranks_above_chance(y, raw, n1: int, n0: int, z: float) -> bool:
+    """ROC AUC above 0.5 by ``z`` standard errors of the Mann-Whitney null."""
+    from quality.selection import fast_auc
+
+    auc = fast_auc(y, raw)
+    se = np.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
+    return auc is not None and auc > 0.5 + z * se
+
+
 @dataclass
 class PlattGrid:
     """A Platt map per progress point, parameters interpolated linearly between points.
 
     Each point's map is a mildly regularised logistic regression of the outcome on the raw
-    score there, so that where the scores carry no information (early in a batch, before
-    any fault can show) the slope goes to zero and the probability to the base rate, instead
-    of inheriting the confidence the scores have late.
+    score there. Where the scores there carry no evidence of ranking (their ROC AUC is not
+    above 0.5 by more than 1.645 standard errors under the null, one-sided 5 %; early in a
+    batch, before any fault can show) the slope is set to zero and the probability to the
+    base rate, instead of inheriting the confidence the scores have late.
     """
 
     name: str = "platt_per_progress"
     C: float = 1.0
+    z_gate: float = 1.645
 
     def fit(self, raw, y, progress=None) -> PlattGrid:
         raw = np.asarray(raw, dtype=float)
@@ -208,8 +220,13 @@ class PlattGrid:
         rate = min(max(float(y.mean()), 1e-4), 1 - 1e-4)
         for p in np.unique(t):
             m = t == p
-            if len(np.unique(y[m])) < 2:
+            n1 = int(y[m].sum())
+            n0 = int(m.sum()) - n1
+            if n1 == 0 or n0 == 0:
                 a, b = 0.0, float(np.log(rate / (1 - rate)))
+            elif not _ranks_above_chance(y[m], raw[m], n1, n0, self.z_gate):
+                r = min(max(n1 / (n1 + n0), 1e-4), 1 - 1e-4)
+                a, b = 0.0, float(np.log(r / (1 - r)))
             else:
                 lr = LogisticRegression(C=self.C, max_iter=1000).fit(raw[m, None], y[m])
                 a, b = max(float(lr.coef_[0, 0]), 0.0), float(lr.intercept_[0])
@@ -227,6 +244,56 @@ class PlattGrid:
 
     def state(self) -> np.ndarray:
         return np.array([*self.points, *self.a, *self.b])
+
+
+#: share of the distance from the base rate a closed evidence gate keeps
+GATE_LEAK = 0.05
+
+
+@dataclass
+class EvidenceGate:
+    """A calibration map that says the base rate where the scores show no ranking evidence.
+
+    At each progress point of the out-of-fold scores, the gate is open when their ROC AUC
+    there exceeds 0.5 by ``z`` standard errors of the Mann-Whitney null (one-sided 5 %),
+    closed otherwise; between points it is interpolated. A closed gate shrinks every batch's
+    probability to the training base rate (keeping ``LEAK`` of its distance from it, so that
+    the ranking is the model's and the probability says "no evidence yet"): early in a
+    batch, before any fault can show, the model makes no claim rather than ranking noise
+    with confidence.
+    """
+
+    inner: object
+    points: list[float]
+    open: list[float]
+    rate: float
+    name: str = "gate"
+
+    @classmethod
+    def fit(cls, inner, raw, y, progress, z: float = 1.645) -> EvidenceGate:
+        raw, y = np.asarray(raw, float), np.asarray(y, int)
+        t = np.round(np.asarray(progress, float), 6)
+        points, opened = [], []
+        for p in np.unique(t):
+            m = t == p
+            n1 = int(y[m].sum())
+            n0 = int(m.sum()) - n1
+            ok = n1 > 0 and n0 > 0 and _ranks_above_chance(y[m], raw[m], n1, n0, z)
+            points.append(float(p))
+            opened.append(1.0 if ok else 0.0)
+        return cls(inner=inner, points=points, open=opened, rate=float(y.mean()))
+
+    def predict(self, raw, progress=None) -> np.ndarray:
+        p = self.inner.predict(raw, progress)
+        if progress is None or all(self.open):
+            return p
+        w = np.interp(np.asarray(progress, float), self.points, self.open)
+        w = GATE_LEAK + (1.0 - GATE_LEAK) * w
+        return w * p + (1.0 - w) * self.rate
+
+    def state(self) -> np.ndarray:
+        inner = np.asarray(self.inner.state(), dtype=float)
+        return np.concatenate([inner, self.points, self.open, [self.rate]])
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:

@@ -33,7 +33,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from quality.calibration import choose_calibrator
+from quality.calibration import EvidenceGate, choose_calibrator
 from quality.data import BatchHistory
 from quality.errors import InputError, SchemaError
 from quality.explain import format_reasons, linear_reason_pairs, reason_pairs
@@ -233,13 +233,16 @@ class DeviationModel:
         raw = oof[self.chosen]
         grid = np.tile(np.asarray(self.progress_grid), len(ids))
         groups = np.repeat(np.arange(len(ids)), len(self.progress_grid))
-        self.calibrator, self.calibration = choose_calibrator(
-            raw.reshape(-1),
-            np.repeat(y_b, len(self.progress_grid)).astype(int),
-            groups,
-            progress=grid,
-            seed=self.seed,
+        y_rows = np.repeat(y_b, len(self.progress_grid)).astype(int)
+        inner, self.calibration = choose_calibrator(
+            raw.reshape(-1), y_rows, groups, progress=grid, seed=self.seed
         )
+        # no claim where the out-of-fold scores show no ranking evidence (base rate there)
+        self.calibrator = EvidenceGate.fit(inner, raw.reshape(-1), y_rows, grid)
+        closed = [
+            p for p, o in zip(self.calibrator.points, self.calibrator.open, strict=True) if not o
+        ]
+        self.calibration["no_evidence_at_progress"] = closed
         position = pd.Series(fold_b, index=ids)
         self._fit_classes(history, X, rows)
         self._fit_cqas(history, X, rows, position.reindex(rows).to_numpy())

@@ -37,6 +37,7 @@ def test_map_keeps_the_ranking_at_every_progress():
 
 
 def test_a_slope_that_would_reverse_falls_back_to_one_map(caplog):
+    caplog.set_level("INFO", logger="quality.calibration")
     rng = np.random.default_rng(5)
     n = 6_000
     t = rng.choice([0.0, 1.0], size=n)
