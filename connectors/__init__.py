@@ -1,1 +1,10 @@
-"""biotwin connectors (see the open issues; not built yet)."""
+"""biotwin connectors: the twin served over OPC UA, the OPC UA ingest, the historian.
+
+- :mod:`connectors.server`, :mod:`connectors.server_history`, :mod:`connectors.security`: the
+  twin as an OPC UA server (ISA-95 address space, history, users and certificates).
+- :mod:`connectors.ingest`: subscribes to any OPC UA server and stores into the historian.
+- :mod:`connectors.historian`: append-only Parquet segments by day, queried with DuckDB.
+- :mod:`connectors.cli`, :mod:`connectors.opcua_cli`, :mod:`connectors.twin_import`: commands.
+
+See docs/opcua.md and docs/historian.md.
+"""

@@ -6,6 +6,10 @@ The pieces, each named after what it does for the plant:
   histories), from files a user brings or from the twin's output, validated with clear errors.
 - :mod:`quality.features`: per-tag trajectory features at a batch progress, golden-batch
   envelope, controller saturation, bad-quality time.
+- :mod:`quality.mspc`: batch multivariate statistical process control (multiway PCA,
+  Hotelling T2 and SPE against normal-batch limits) with a logistic classifier on top.
+- :mod:`quality.selection`: grouped cross-validation and the choice among candidate pipelines.
+- :mod:`quality.calibration`: calibration maps chosen by cross-validation, with guards.
 - :mod:`quality.deviation`: the batch deviation model (probability, class, CQA intervals).
 - :mod:`quality.maintenance`: the asset model (failure within a horizon, remaining life).
 - :mod:`quality.explain`, :mod:`quality.sensors`: reasons in words and sensor-health gating.

@@ -89,7 +89,11 @@ def model_card(meta: dict) -> str:
     ]
     for k, v in (meta.get("training_data") or {}).items():
         lines.append(f"- {k}: {v}")
-    lines += ["", "## Validation (held-out data, never used in training)", ""]
+    split = str((meta.get("training_data") or {}).get("split", ""))
+    if split.startswith("none"):
+        lines += ["", "## Validation (cross-validated: grouped folds of the training data)", ""]
+    else:
+        lines += ["", "## Validation (held-out data, never used in training)", ""]
     tables = {k: v for k, v in m.items() if isinstance(v, list)}
     for k, v in (m.get("headline") or {}).items():
         lines.append(f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}")
@@ -99,14 +103,36 @@ def model_card(meta: dict) -> str:
     for name, rows in tables.items():
         if rows:
             lines += ["", f"### {name}", "", markdown_table(rows)]
+    sel = meta.get("selection")
+    if sel:
+        from quality.selection import Selection
+
+        lines += ["", "## Model selection (grouped cross-validation)", "", "```"]
+        lines += Selection.lines_of(sel)
+        lines += ["```"]
+    cal = meta.get("calibration")
+    if cal:
+        lines += ["", "## Calibration", ""]
+        lines.append(f"- chosen: {cal.get('chosen')} ({cal.get('rule')})")
+        for method, v in (cal.get("methods") or {}).items():
+            refused = f"; refused: {v['refused']}" if v.get("refused") else ""
+            lines.append(
+                f"- {method}: CV log loss {v['cv_log_loss']}, Brier {v['cv_brier']}{refused}"
+            )
+        if cal.get("no_evidence_at_progress"):
+            lines.append(
+                "- no ranking evidence in cross-validation at progress "
+                f"{cal['no_evidence_at_progress']}: probabilities there stay near the base rate"
+            )
     lines += [
         "",
         "## Inputs",
         f"{len(meta.get('features', []))} features; parameters: `{meta.get('params')}`",
         "",
         "## Explanations and confidence",
-        "Every prediction carries its top feature contributions in words (LightGBM SHAP "
-        "contributions), a calibrated probability, conformal intervals for regressions, and "
+        "Every prediction carries its top contributions in words (SHAP contributions of the "
+        "LightGBM member, per-tag contributions of the MSPC / logistic members), a calibrated "
+        "probability, conformal intervals for regressions, and "
         "a low-confidence flag naming suspect sensors.",
         "",
         "## Human oversight",

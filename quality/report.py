@@ -95,17 +95,47 @@ def _deviation(tmp: Path, metrics: dict, version: str) -> list[str]:
         "",
         "![calibration](calibration.png)",
         "",
-        "![importance](importance.png)",
-        "",
     ]
+    if metrics.get("calibration_all_progress"):
+        lines += ["### Calibration over all progress points", ""]
+        lines += [markdown_table([metrics["calibration_all_progress"]]), ""]
+        lines += [markdown_table(metrics.get("reliability_all_progress", [])), ""]
+    lines += _selection(metrics)
+    lines += ["LightGBM member's importance:", "", "![importance](importance.png)", ""]
     return lines
+
+
+def _selection(metrics: dict) -> list[str]:
+    """The model-selection record as a table: candidates, figures, the choice."""
+    sel = metrics.get("selection")
+    if not sel:
+        return []
+    rows = [
+        {
+            "candidate": c["name"],
+            "cv": c["cv_mean"],
+            "sd over folds": c["cv_sd"],
+            "90 % interval": c["cv_interval_90"],
+            "chosen": "yes" if c["name"] == sel["chosen"] else "",
+        }
+        for c in sel["candidates"]
+    ]
+    lines = ["### Model selection", "", f"{sel['metric']}, {sel['folds']}-fold {sel['fold_kind']}"]
+    lines += ["", markdown_table(rows), "", f"Chosen: {sel['chosen']} ({sel['why']})", ""]
+    lines += [f"- warning: {w}" for w in sel.get("warnings", [])]
+    return [*lines, ""]
 
 
 def _maintenance(tmp: Path, metrics: dict, version: str) -> list[str]:
     lines = [f"## Asset maintenance model `{version}`", ""]
-    flat = {k: v for k, v in metrics.items() if not k.startswith("_") and k != "headline"}
+    flat = {
+        k: v
+        for k, v in metrics.items()
+        if not k.startswith("_") and k not in ("headline", "selection", "calibration")
+    }
     flat.update(metrics["headline"])
     lines += [markdown_table([flat]), ""]
+    lines += _selection(metrics)
     preds = metrics["_predictions"]
     if preds["label"].nunique() == 2:
         fig, ax = plt.subplots(figsize=(4.5, 4))
