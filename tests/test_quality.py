@@ -94,7 +94,7 @@ def test_onset_oracle_counts_deviations_under_way_from_the_simulator_truth(twin_
 
 
 def test_probabilities_are_calibrated_on_held_out_batches(trained):
-    model, meta, metrics = trained
+    _model, meta, metrics = trained
     # the calibration map was chosen by grouped cross-validation among the methods
     record = meta["calibration"]
     best = min(
