@@ -56,6 +56,16 @@ EARLY_OBS = 20
 CV_MAX_ROWS = 5000
 #: boosting rounds the cross-validation reads each candidate at (one fit per fold)
 ROUNDS = (50, 100, 150, 200, 300)
+#: tree shapes the second stage compares (LightGBM parameters)
+TREES = {
+    "15 leaves": {"num_leaves": 15},
+    "31 leaves": {"num_leaves": 31},
+    "31 leaves, leaves of 100+, 30 % of features": {
+        "num_leaves": 31,
+        "min_child_samples": 100,
+        "colsample_bytree": 0.3,
+    },
+}
 #: Huber's threshold as a share of the RUL cap (or of the median RUL without one)
 HUBER_SHARE = 0.15
 MAX_REGIMES = 8
@@ -260,7 +270,7 @@ class MaintenanceModel:
     time_is_datetime: bool = True
     windows: tuple[int, ...] = (5, 10, 20)
     loss: str = "l2"
-    leaves: int = 15
+    trees: str = "15 leaves"
     rounds: int = 200
     selection: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
@@ -371,7 +381,7 @@ class MaintenanceModel:
         scale = cap if cap is not None else float(np.nanmedian(truth))
         return {"objective": "huber", "alpha": HUBER_SHARE * scale}
 
-    def _cv_rul(self, X, truth, has, fold, *, cap, loss, leaves=15) -> np.ndarray:
+    def _cv_rul(self, X, truth, has, fold, *, cap, loss, trees="15 leaves") -> np.ndarray:
         """Out-of-fold RUL predictions at each of :data:`ROUNDS` (rounds x rows; NaN outside
         failed runs)."""
         y = truth if cap is None else np.minimum(truth, cap)
@@ -382,7 +392,7 @@ class MaintenanceModel:
             tr, te = has & (fold != k) & stride, has & (fold == k)
             if not tr.any() or not te.any():
                 continue
-            params = self._params(int(tr.sum()), num_leaves=leaves, **extra)
+            params = self._params(int(tr.sum()), **{**TREES[trees], **extra})
             m = lgb.LGBMRegressor(**params).fit(X[tr], y[tr])
             for j, n in enumerate(ROUNDS):
                 out[j, te] = np.maximum(m.predict(X[te], num_iteration=n), 0.0)
@@ -432,7 +442,7 @@ class MaintenanceModel:
                 truth_eval,
                 has,
                 fold,
-                {"windows": list(ws), "rul_cap": first_cap, "loss": "l2", "leaves": 15},
+                {"windows": list(ws), "rul_cap": first_cap, "loss": "l2", "trees": "15 leaves"},
             )
             results.append(res)
             oof[name] = pred
@@ -440,21 +450,20 @@ class MaintenanceModel:
         X = self._features(sub, tuple(best_ws))
         # stage 2 on the best windows: cap (if not the user's), Huber loss, larger trees
         caps = [self.rul_cap] if self.rul_cap is not None else [None, 0.5 * median_life]
-        variants = [(cap, "huber", 15) for cap in caps]
-        variants += [(first_cap, "l2", 31)]
-        variants += [(cap, "l2", 15) for cap in caps if cap != first_cap]
-        for cap, loss, leaves in variants:
-            name = f"windows {','.join(map(str, best_ws))}, cap {_cap_text(cap)}, {loss}"
-            name += f", {leaves} leaves"
-            preds = self._cv_rul(X, truth, has, fold, cap=cap, loss=loss, leaves=leaves)
+        variants = [(cap, "huber", "15 leaves") for cap in caps]
+        variants += [(first_cap, "l2", t) for t in TREES if t != "15 leaves"]
+        variants += [(cap, "l2", "15 leaves") for cap in caps if cap != first_cap]
+        for cap, loss, trees in variants:
+            name = f"windows {','.join(map(str, best_ws))}, cap {_cap_text(cap)}, {loss}, {trees}"
+            preds = self._cv_rul(X, truth, has, fold, cap=cap, loss=loss, trees=trees)
             res, pred = self._result(
                 name,
-                f"windows {best_ws}, RUL cap {_cap_text(cap)}, {loss} loss, {leaves} leaves",
+                f"windows {best_ws}, RUL cap {_cap_text(cap)}, {loss} loss, {trees}",
                 preds,
                 truth_eval,
                 has,
                 fold,
-                {"windows": list(best_ws), "rul_cap": cap, "loss": loss, "leaves": leaves},
+                {"windows": list(best_ws), "rul_cap": cap, "loss": loss, "trees": trees},
             )
             results.append(res)
             oof[name] = pred
@@ -474,7 +483,7 @@ class MaintenanceModel:
             chosen["rul_cap"],
             chosen["loss"],
         )
-        self.leaves, self.rounds = chosen["leaves"], chosen["rounds"]
+        self.trees, self.rounds = chosen["trees"], chosen["rounds"]
         self.oof_rul = oof[sel.chosen]
         self.selection = sel.as_dict()
         self.selection["time_unit"] = "hours" if self.time_is_datetime else "cycles"
@@ -487,7 +496,7 @@ class MaintenanceModel:
         label, rul = self.targets(sub)
         has = rul.notna().to_numpy()
         extra = self._loss_params(self.loss, self.rul_cap, sub.rows["rul"].to_numpy())
-        extra.update(num_leaves=self.leaves, n_estimators=self.rounds)
+        extra.update(TREES[self.trees], n_estimators=self.rounds)
         self.regressors = [
             lgb.LGBMRegressor(
                 **self._params(int(has.sum()), random_state=self.seed + i, **extra)
