@@ -38,7 +38,7 @@ from quality.data import BatchHistory
 from quality.errors import InputError, SchemaError
 from quality.explain import format_reasons, linear_reason_pairs, reason_pairs
 from quality.features import BatchFeaturizer, Cube
-from quality.mspc import TrajectoryModel
+from quality.mspc import Trajectories, TrajectoryModel
 from quality.selection import (
     CandidateResult,
     Selection,
@@ -141,6 +141,13 @@ def _sub_cube(cube: Cube, rows: np.ndarray) -> Cube:
     )
 
 
+def _trajectories(cube: Cube) -> Trajectories:
+    """The cube's running sums for the MSPC pipelines, computed once and kept on it."""
+    if getattr(cube, "trajectories", None) is None:
+        cube.trajectories = Trajectories.of(cube.value, cube.t_h)
+    return cube.trajectories
+
+
 def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
     return fast_auc(y, s)
 
@@ -228,7 +235,7 @@ class DeviationModel:
         for name in self._members():
             if name != "lgbm":
                 self.linear[name] = self._trajectory(name).fit(
-                    cube.value, cube.t_h, y_b, **self._cube_meta()
+                    _trajectories(cube), y_b, **self._cube_meta()
                 )
         raw = oof[self.chosen]
         grid = np.tile(np.asarray(self.progress_grid), len(ids))
@@ -269,6 +276,7 @@ class DeviationModel:
         lgbm_oof = np.zeros((len(rounds), len(ids), n_p))
         linear = [c for c in ("mspc", "unfolded") if c in self.candidates]
         oof = {c: np.zeros((len(ids), n_p)) for c in linear}
+        all_tr = _trajectories(cube)
         for k in range(n_folds):
             train, held = np.flatnonzero(fold_b != k), np.flatnonzero(fold_b == k)
             if len(held) == 0 or len(np.unique(y_b[train])) < 2:
@@ -294,10 +302,11 @@ class DeviationModel:
                     )
             for name in linear:
                 traj = self._trajectory(name).fit(
-                    cube.value[train], cube.t_h[train], y_b[train], **self._cube_meta()
+                    all_tr.take(train), y_b[train], **self._cube_meta()
                 )
+                held_tr = all_tr.take(held)
                 for j, p in enumerate(self.progress_grid):
-                    oof[name][held, j] = traj.raw(cube.value[held], cube.t_h[held], p)
+                    oof[name][held, j] = traj.raw(held_tr, p)
         y_rows = np.repeat(y_b[:, None], n_p, axis=1)
         loss = [_log_loss(y_rows.ravel(), lgbm_oof[r].ravel()) for r in range(len(rounds))]
         best = int(np.argmin(loss))  # the first minimum: the fewest rounds among equals
@@ -437,7 +446,7 @@ class DeviationModel:
                 M = _feature_matrix(X)
                 parts.append(self.classifier.booster_.predict(M, raw_score=True))
             else:
-                parts.append(self.linear[name].raw(cube.value, cube.t_h, progress))
+                parts.append(self.linear[name].raw(_trajectories(cube), progress))
         return np.mean(parts, axis=0), X
 
     def score(self, history: BatchHistory, batch_ids, progress, cube: Cube | None = None):
@@ -529,7 +538,7 @@ class DeviationModel:
                 part = reason_pairs(contrib * weight, X, self)
             else:
                 traj = self.linear[name]
-                contrib, z, ratio = traj.contributions(cube.value, cube.t_h, progress)
+                contrib, z, ratio = traj.contributions(_trajectories(cube), progress)
                 part = linear_reason_pairs(
                     contrib * weight, z, ratio, traj, self.featurizer.tag_names
                 )

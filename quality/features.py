@@ -52,6 +52,8 @@ class Cube:
     sd: np.ndarray
     bad: np.ndarray
     prefix: dict | None = None
+    #: running sums for the MSPC pipelines (quality.mspc.Trajectories), made on first use
+    trajectories: object | None = None
 
 
 @dataclass

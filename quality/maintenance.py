@@ -55,7 +55,7 @@ EARLY_OBS = 20
 #: observations of a run carry nearly the same information); the final fit sees all
 CV_MAX_ROWS = 5000
 #: boosting rounds the cross-validation reads each candidate at (one fit per fold)
-ROUNDS = (50, 100, 150, 200, 300)
+ROUNDS = (50, 100, 150, 200)
 #: tree shapes the second stage compares (LightGBM parameters)
 TREES = {
     "15 leaves": {"num_leaves": 15},
@@ -290,7 +290,7 @@ class MaintenanceModel:
     def _params(self, n_rows: int, **extra) -> dict:
         params = dict(
             n_estimators=max(ROUNDS),
-            learning_rate=0.08,
+            learning_rate=0.1,
             num_leaves=15,
             max_bin=63,
             min_child_samples=max(20, n_rows // 500),

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import stats as sps
 from sklearn.linear_model import LogisticRegression
 
-__all__ = ["TrajectoryModel"]
+__all__ = ["Trajectories", "TrajectoryModel"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +50,50 @@ INNER_FOLDS = 5
 LIMIT = 0.99
 
 
-def _slice_means(value: np.ndarray, t_h: np.ndarray, cut: np.ndarray, n_bins: int, S: int):
-    """Batch x tag x slice means of the bins seen by ``cut`` (per batch), over ``n_bins``."""
-    seen = t_h[:, :, :n_bins] <= cut[:, None, None]
-    v = value[:, :, :n_bins]
-    ok = seen & ~np.isnan(v)
-    edges = np.floor(np.arange(S) * n_bins / S).astype(int)
-    total = np.add.reduceat(np.where(ok, v, 0.0), edges, axis=2)
-    count = np.add.reduceat(ok, edges, axis=2)
-    with np.errstate(all="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+@dataclass
+class Trajectories:
+    """Running sums of a batch x tag x bin cube, so that slice means up to any cut-off are
+    a gather, not a pass over the bins.
+
+    Within a batch and tag the bins follow batch time, so the bins seen by a cut-off are a
+    prefix of them: their count is the number of bins whose (running maximum) time is not
+    after the cut-off, and each slice's sum is a difference of running sums.
+    """
+
+    cs: np.ndarray  # batch x tag x (bins + 1): running sums of the values (NaN as 0)
+    cn: np.ndarray  # the same, counts of values
+    tacc: np.ndarray  # batch x tag x bins: running maximum of the bins' batch time
+
+    @classmethod
+    def of(cls, value: np.ndarray, t_h: np.ndarray) -> Trajectories:
+        ok = ~np.isnan(value)
+        zero = np.zeros((*value.shape[:2], 1))
+        cs = np.concatenate([zero, np.cumsum(np.where(ok, value, 0.0), axis=2)], axis=2)
+        cn = np.concatenate([zero, np.cumsum(ok, axis=2)], axis=2).astype(np.int32)
+        t = np.where(np.isfinite(t_h), t_h, -np.inf)
+        return cls(cs=cs, cn=cn, tacc=np.maximum.accumulate(t, axis=2))
+
+    def take(self, rows) -> Trajectories:
+        return Trajectories(cs=self.cs[rows], cn=self.cn[rows], tacc=self.tacc[rows])
+
+    def __len__(self) -> int:
+        return len(self.cs)
+
+    def seen(self, cut: np.ndarray) -> np.ndarray:
+        """Batch x tag: how many bins each batch has seen by its ``cut``."""
+        return (self.tacc <= np.asarray(cut)[:, None, None]).sum(axis=2)
+
+    def slice_means(self, seen: np.ndarray, rows: np.ndarray, n_bins: int, S: int) -> np.ndarray:
+        """``rows`` x tag x slice means of the first ``n_bins`` bins, cut into ``S`` slices,
+        of the bins each row has ``seen`` (a gather from the running sums)."""
+        n_t, width = self.cs.shape[1], self.cs.shape[2]
+        edges = np.floor(np.arange(S + 1) * n_bins / S).astype(np.int64)
+        at = np.minimum(edges[None, None, :], np.minimum(seen[rows], n_bins)[:, :, None])
+        flat = (rows[:, None, None] * n_t + np.arange(n_t)[None, :, None]) * width + at
+        total = np.diff(self.cs.reshape(-1)[flat], axis=2)
+        count = np.diff(self.cn.reshape(-1)[flat], axis=2)
+        with np.errstate(all="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 @dataclass
@@ -164,8 +198,8 @@ class TrajectoryModel:
     bin_h: float = 1.0
 
     # ------------------------------------------------------------------ features
-    def _unfold(self, value, t_h, cut, g: _GridModel) -> np.ndarray:
-        X = _slice_means(value, t_h, cut, g.n_bins, g.slices)
+    def _unfold(self, tr: Trajectories, seen, rows, g: _GridModel) -> np.ndarray:
+        X = tr.slice_means(seen, rows, g.n_bins, g.slices)
         return X.reshape(len(X), -1)
 
     def _features(self, g: _GridModel, pca: _PCA, X: np.ndarray) -> np.ndarray:
@@ -211,13 +245,13 @@ class TrajectoryModel:
         return groups
 
     # ------------------------------------------------------------------ fit
-    def fit(self, value, t_h, y: np.ndarray, *, tags, nominal_h, bin_h) -> TrajectoryModel:
+    def fit(self, tr: Trajectories, y: np.ndarray, *, tags, nominal_h, bin_h) -> TrajectoryModel:
         """Fit one PCA and classifier per grid point.
 
         Parameters
         ----------
-        value, t_h : numpy.ndarray
-            Batch x tag x bin cube (values, batch time of each bin's last sample).
+        tr : Trajectories
+            Running sums of the batch x tag x bin cube.
         y : numpy.ndarray
             0/1 outcome per batch.
         """
@@ -231,11 +265,11 @@ class TrajectoryModel:
         self.models = []
         for p in self.grid:
             cut = np.full(len(y), p * self.nominal_h)
-            n_bins = int(min(value.shape[2], max(1, np.ceil(p * self.nominal_h / self.bin_h))))
+            n_bins = int(min(tr.tacc.shape[2], max(1, np.ceil(p * self.nominal_h / self.bin_h))))
             # the unfolded classifier sees every tag x slice: half the slices keep it small
             S = int(min(MAX_SLICES if self.kind == "mspc" else MAX_SLICES // 2, n_bins))
             g = _GridModel(progress=p, n_bins=n_bins, slices=S, pca=None)
-            X = self._unfold(value, t_h, cut, g)
+            X = self._unfold(tr, tr.seen(cut), np.arange(len(y)), g)
             g.pca = _fit_pca(X[normal])
             F = self._features(g, g.pca, X)
             # cross-fitted statistics for the normal batches themselves
@@ -261,20 +295,27 @@ class TrajectoryModel:
         idx = np.searchsorted(grid, progress + 1e-9, side="right") - 1
         return np.clip(idx, 0, len(grid) - 1)
 
-    def raw(self, value, t_h, progress) -> np.ndarray:
-        """Log-odds of a deviation for each batch at its progress (array, one per batch)."""
-        progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(value),))
-        out = np.zeros(len(value))
+    def _seen(self, tr: Trajectories, progress: np.ndarray):
+        """Each batch's grid model and the bins it has seen by the cut-off that model reads:
+        its progress, or the grid point if that is earlier."""
         which = self._grid_index(progress)
+        grid = np.array([g.progress for g in self.models])
+        cut = np.minimum(progress, grid[which]) * self.nominal_h
+        return which, tr.seen(cut)
+
+    def raw(self, tr: Trajectories, progress) -> np.ndarray:
+        """Log-odds of a deviation for each batch at its progress (array, one per batch)."""
+        progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(tr),))
+        out = np.zeros(len(tr))
+        which, seen = self._seen(tr, progress)
         for i in np.unique(which):
             g = self.models[i]
             rows = np.flatnonzero(which == i)
-            cut = np.minimum(progress[rows], g.progress) * self.nominal_h
-            X = self._unfold(value[rows], t_h[rows], cut, g)
+            X = self._unfold(tr, seen, rows, g)
             out[rows] = g.lr.decision_function(self._standard(g, self._features(g, g.pca, X)))
         return out
 
-    def contributions(self, value, t_h, progress) -> tuple[np.ndarray, np.ndarray]:
+    def contributions(self, tr: Trajectories, progress) -> tuple[np.ndarray, np.ndarray]:
         """Per-tag contributions to the log-odds and each tag's recent scaled deviation.
 
         Returns
@@ -285,18 +326,17 @@ class TrajectoryModel:
             deviations over the latest slices; batch x tags SPE over its typical value in
             normal batches.
         """
-        progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(value),))
+        progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(tr),))
         n_t = len(self.tags)
-        contrib = np.zeros((len(value), n_t + 1))
-        z_recent = np.zeros((len(value), n_t))
-        spe_ratio = np.ones((len(value), n_t))
-        which = self._grid_index(progress)
+        contrib = np.zeros((len(tr), n_t + 1))
+        z_recent = np.zeros((len(tr), n_t))
+        spe_ratio = np.ones((len(tr), n_t))
+        which, seen = self._seen(tr, progress)
         groups = self.feature_groups()
         for i in np.unique(which):
             g = self.models[i]
             rows = np.flatnonzero(which == i)
-            cut = np.minimum(progress[rows], g.progress) * self.nominal_h
-            X = self._unfold(value[rows], t_h[rows], cut, g)
+            X = self._unfold(tr, seen, rows, g)
             F = self._features(g, g.pca, X)
             c = self._standard(g, F) * g.lr.coef_[0]
             for col, (_kind, j) in enumerate(groups):
