@@ -467,6 +467,21 @@ class MaintenanceModel:
             )
             results.append(res)
             oof[name] = pred
+        # the mean of the three best: averaging window sets, losses and tree shapes
+        top = sorted(results, key=lambda c: c.cv_mean)[:3]
+        if len(top) == 3:
+            preds = np.mean([oof[c.name] for c in top], axis=0)[None, :]
+            res, pred = self._result(
+                "mean of the best three",
+                "mean prediction of the three best candidates above",
+                preds,
+                truth_eval,
+                has,
+                fold,
+                {"members": [c.name for c in top]},
+            )
+            results.append(res)
+            oof[res.name] = pred
         sel = choose(
             results,
             metric="RUL RMSE (out-of-fold, every observation of held-out failed runs)",
@@ -478,12 +493,22 @@ class MaintenanceModel:
         for line in sel.lines():
             logger.info("%s", line)
         chosen = sel.result(sel.chosen).extra
-        self.windows, self.rul_cap, self.loss = (
-            tuple(chosen["windows"]),
-            chosen["rul_cap"],
-            chosen["loss"],
-        )
-        self.trees, self.rounds = chosen["trees"], chosen["rounds"]
+        names = chosen.get("members", [sel.chosen])
+        self.members = []
+        for name in names:
+            m = sel.result(name).extra
+            self.members.append(
+                {
+                    "windows": tuple(m["windows"]),
+                    "rul_cap": m["rul_cap"],
+                    "loss": m["loss"],
+                    "trees": m["trees"],
+                    "rounds": m["rounds"],
+                }
+            )
+        first = self.members[0]
+        self.windows, self.rul_cap, self.loss = first["windows"], first["rul_cap"], first["loss"]
+        self.trees, self.rounds = first["trees"], first["rounds"]
         self.oof_rul = oof[sel.chosen]
         self.selection = sel.as_dict()
         self.selection["time_unit"] = "hours" if self.time_is_datetime else "cycles"
@@ -495,15 +520,17 @@ class MaintenanceModel:
         self.categories = {c: list(X[c].cat.categories) for c in self.categorical}
         label, rul = self.targets(sub)
         has = rul.notna().to_numpy()
-        extra = self._loss_params(self.loss, self.rul_cap, sub.rows["rul"].to_numpy())
-        extra.update(TREES[self.trees], n_estimators=self.rounds)
-        self.regressors = [
-            lgb.LGBMRegressor(
-                **self._params(int(has.sum()), random_state=self.seed + i, **extra)
-            ).fit(X[has], rul.to_numpy()[has])
-            for i in range(max(1, self.n_seeds))
-        ]
-        self.regressor = self.regressors[0]
+        truth_all = sub.rows["rul"].to_numpy(dtype=float)
+        self.regressors = []
+        for j, m in enumerate(self.members):
+            Xm = X if m["windows"] == self.windows else self._features(sub, m["windows"])
+            y = truth_all if m["rul_cap"] is None else np.minimum(truth_all, m["rul_cap"])
+            extra = self._loss_params(m["loss"], m["rul_cap"], truth_all)
+            extra.update(TREES[m["trees"]], n_estimators=m["rounds"])
+            for i in range(max(1, self.n_seeds)):
+                params = self._params(int(has.sum()), random_state=self.seed + i, **extra)
+                self.regressors.append((j, lgb.LGBMRegressor(**params).fit(Xm[has], y[has])))
+        self.regressor = self.regressors[0][1]
         # normalised conformal interval from the out-of-fold errors of the chosen candidate
         truth = rul.to_numpy()
         ok = has & np.isfinite(self.oof_rul)
@@ -541,7 +568,7 @@ class MaintenanceModel:
         half = self.rul_halfwidth if offset is None else self.rul_halfwidth * (rul + offset)
         return np.maximum(rul - half, 0.0), rul + half
 
-    def _check(self, history: RunHistory) -> pd.DataFrame:
+    def _check(self, history: RunHistory, windows=None) -> pd.DataFrame:
         missing = [s for s in self.sensors if s not in history.rows.columns]
         missing += [s for s in self.setting_cols if s not in history.rows.columns]
         if missing:
@@ -549,16 +576,21 @@ class MaintenanceModel:
                 f"runs: columns {missing} that the model was trained on are missing "
                 f"(model sensors: {self.sensors})"
             )
-        X = self._features(history)
+        X = self._features(history, windows)
         for c in self.categorical:
             X[c] = pd.Categorical(history.rows[c].astype(str), categories=self.categories[c])
-        return X[self.features]
+        return X if windows is not None else X[self.features]
 
     def predict_rows(self, history: RunHistory) -> pd.DataFrame:
         """Probability, RUL and interval for every observation."""
         X = self._check(history)
         p = self.calibrator.predict(self.classifier.predict(X, raw_score=True))
-        rul = np.mean([np.maximum(m.predict(X), 0.0) for m in self.regressors], axis=0)
+        per_member = []
+        for j, m in enumerate(self.members):
+            Xm = X if m["windows"] == self.windows else self._check(history, m["windows"])
+            preds = [np.maximum(r.predict(Xm), 0.0) for k, r in self.regressors if k == j]
+            per_member.append(np.mean(preds, axis=0))
+        rul = np.mean(per_member, axis=0)
         lo, hi = self.rul_interval(rul)
         return pd.DataFrame(
             {

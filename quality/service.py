@@ -96,7 +96,7 @@ def model_fingerprint(model) -> str:
             h.update(repr(sorted(model.cqa_halfwidth[col].items())).encode())
     else:
         for reg in getattr(model, "regressors", [model.regressor]):
-            h.update(_booster_text(reg).encode())
+            h.update(_booster_text(reg[1] if isinstance(reg, tuple) else reg).encode())
         h.update(repr(model.rul_halfwidth).encode())
         h.update(repr(getattr(model, "rul_offset", None)).encode())
     return h.hexdigest()
@@ -438,6 +438,7 @@ def train_maintenance(
         "time_unit": "hours" if runs.time_is_datetime else "cycles",
         "rul_cap": model.rul_cap,
         "windows": list(model.windows),
+        "members": [dict(m, windows=list(m["windows"])) for m in model.members],
         "loss": model.loss,
         "regimes": None if model.regimes is None else model.regimes.k,
         "constant_sensors_dropped": model.dropped_constant,
