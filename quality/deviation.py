@@ -62,7 +62,7 @@ CONFORMAL_LEVEL = 0.9
 CLASS_MIN_COUNT = 3
 #: numbers of boosting rounds the cross-validation chooses among (up to the cap,
 #: ``n_estimators``) by out-of-fold log loss
-ROUND_CANDIDATES = (10, 15, 20, 30, 40, 60, 80, 120, 160)
+ROUND_CANDIDATES = (10, 15, 20, 30, 40, 60, 80, 100)
 DESCRIPTIONS = {
     "lgbm": "LightGBM on per-tag trajectory summaries (whole so far, recent window, envelope)",
     "mspc": "batch MSPC: multiway PCA T2 / SPE vs normal-batch limits + logistic regression",
@@ -78,7 +78,7 @@ def _log_loss(y: np.ndarray, raw: np.ndarray) -> float:
 
 def _params(seed: int, **extra) -> dict:
     params = dict(
-        n_estimators=200,
+        n_estimators=120,
         learning_rate=0.07,
         num_leaves=15,
         min_child_samples=20,
@@ -386,7 +386,7 @@ class DeviationModel:
     def _fit_cqas(self, history, X, rows, fold) -> None:
         self.cqa_cols, self.cqa_models, self.cqa_halfwidth = [], {}, {}
         prog = X["progress"].to_numpy()
-        params = _params(self.seed, n_estimators=80, learning_rate=0.1)
+        params = _params(self.seed, n_estimators=50, learning_rate=0.15)
         for col in history.cqa_cols:
             y = history.outcomes.loc[rows, col].to_numpy(dtype=float)
             ok = np.isfinite(y)

@@ -225,29 +225,34 @@ class BatchFeaturizer:
         n = valid.sum(axis=2)
         bh = self.bin_h
         with np.errstate(all="ignore"), _quiet():
-            mean = np.nanmean(v, axis=2)
-            std = np.nanstd(v, axis=2)
+            # sums instead of numpy's nan-functions (which copy the array for each call)
+            v0 = np.where(valid, v, 0.0)
+            mean = v0.sum(axis=2) / n
+            std = np.sqrt(np.where(valid, (v - mean[..., None]) ** 2, 0.0).sum(axis=2) / n)
             k = np.arange(self.n_bins)[None, None, :]
             last_k = np.where(valid, k, -1).max(axis=2)
             last = np.take_along_axis(v, np.maximum(last_k, 0)[..., None], axis=2)[..., 0]
             last = np.where(last_k >= 0, last, np.nan)
             w = valid & (k > (last_k[..., None] - SLOPE_BINS))
-            kw = np.where(w, k, np.nan)
-            kbar = np.nanmean(kw, axis=2)
-            vbar = np.nanmean(np.where(w, v, np.nan), axis=2)
-            num = np.nansum(np.where(w, (k - kbar[..., None]) * (v - vbar[..., None]), 0.0), axis=2)
-            den = np.nansum(np.where(w, (k - kbar[..., None]) ** 2, 0.0), axis=2)
+            nw = w.sum(axis=2)
+            kbar = np.where(w, k, 0).sum(axis=2) / nw
+            vbar = np.where(w, v0, 0.0).sum(axis=2) / nw
+            dk = np.where(w, k - kbar[..., None], 0.0)
+            num = (dk * np.where(w, v0 - vbar[..., None], 0.0)).sum(axis=2)
+            den = (dk * dk).sum(axis=2)
             slope = np.where(den > 0, num / den / bh, np.nan)
             below = (valid & (v < self.env_lo[None])).sum(axis=2) * bh
             above = (valid & (v > self.env_hi[None])).sum(axis=2) * bh
-            z = np.abs(v - self.env_med[None]) / self.env_width[None]
-            max_z = np.nanmax(np.where(valid, z, np.nan), axis=2)
+            zs = (v - self.env_med[None]) / self.env_width[None]
+            fin = np.isfinite(zs)
+            zs0 = np.where(fin, zs, 0.0)
+            max_z = np.where(fin, np.abs(zs0), -np.inf).max(axis=2)
+            max_z = np.where(np.isfinite(max_z), max_z, np.nan)
             at_max = (valid & (v >= self.sat_level[None, :, None])).sum(axis=2) * bh
             bad_h = np.where(seen, cube.bad, 0.0).sum(axis=2) * bh
-            zs = np.where(valid, (v - self.env_med[None]) / self.env_width[None], np.nan)
-            z_mean = np.nanmean(zs, axis=2)
-            recent = valid & (k > (last_k[..., None] - self.recent_bins))
-            z_recent = np.nanmean(np.where(recent, zs, np.nan), axis=2)
+            z_mean = zs0.sum(axis=2) / fin.sum(axis=2)
+            recent = fin & (k > (last_k[..., None] - self.recent_bins))
+            z_recent = np.where(recent, zs0, 0.0).sum(axis=2) / recent.sum(axis=2)
         no_data = n == 0
         return {
             "mean": mean,

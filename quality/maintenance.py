@@ -47,6 +47,7 @@ __all__ = ["MaintenanceModel", "phm_score", "run_features", "split_runs"]
 logger = logging.getLogger(__name__)
 
 CONFORMAL_LEVEL = 0.9
+#: folds of the cross-validation: 5, or 4 beyond 100 runs (enough to rank candidates)
 N_FOLDS = 5
 #: window sets (in observations) the cross-validation chooses among
 WINDOW_SETS = ((5, 10, 20), (10, 30), (5, 10, 20, 30, 50), (10, 20, 50, 100))
@@ -364,7 +365,8 @@ class MaintenanceModel:
         if self.time_is_datetime:
             order = r.groupby("run")["t"].min().sort_values()
             groups = pd.Series(order.index, index=order.index)
-            fold_of = group_folds(order.index, N_FOLDS, ordered=True)
+            n_folds = N_FOLDS if len(order) <= 100 else N_FOLDS - 1
+            fold_of = group_folds(order.index, n_folds, ordered=True)
         else:
             assets = pd.Index(sorted(r["asset"].unique()))
             fold_a = group_folds(assets, N_FOLDS, ordered=False, seed=self.seed)

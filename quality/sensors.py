@@ -104,16 +104,13 @@ class SensorCheck:
             complete = np.isfinite(z).all(axis=1)
             lk = np.where(complete, k[0], -1).max(axis=1)
             window = complete & (k[0] > lk[:, None] - DRIFT_BINS) & (lk[:, None] >= DRIFT_BINS)
+            z0 = np.nan_to_num(z)  # once per step, not once per tag
+            n_window = np.maximum(window.sum(axis=1), 1)
             for a, others, coef, icpt, rsd in models:
-                pred = np.einsum("bok,o->bk", np.nan_to_num(z[:, others, :]), coef) + icpt
-                resid = np.where(window, z[:, a, :] - pred, np.nan)
-                with np.errstate(all="ignore"):
-                    import warnings
-
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        mean = np.nanmean(resid, axis=1)
-                drift[:, idx[a]] = np.abs(np.nan_to_num(mean)) > DRIFT_SIGMAS * max(rsd, 1e-6)
+                pred = np.einsum("bok,o->bk", z0[:, others, :], coef) + icpt
+                resid = np.where(window, z0[:, a, :] - pred, 0.0)
+                mean = np.where(window.any(axis=1), resid.sum(axis=1) / n_window, 0.0)
+                drift[:, idx[a]] = np.abs(mean) > DRIFT_SIGMAS * max(rsd, 1e-6)
             # one tag against all the others is a sensor; several together are the process
             several = drift[:, idx].sum(axis=1) > 1
             drift[np.ix_(several, idx)] = False
