@@ -102,14 +102,6 @@ class Platt:
         z = (self.a + self.a_p * t) * np.asarray(raw, dtype=float) + self.b + self.b_p * t
         return 1.0 / (1.0 + np.exp(-z))
 
-    @property
-    def X_thresholds_(self) -> np.ndarray:  # fingerprinting, like IsotonicRegression's
-        return np.array([self.a, self.a_p])
-
-    @property
-    def y_thresholds_(self) -> np.ndarray:
-        return np.array([self.b, self.b_p])
-
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=float), -50, 50)))
