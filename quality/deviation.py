@@ -144,7 +144,9 @@ def _sub_cube(cube: Cube, rows: np.ndarray) -> Cube:
 def _trajectories(cube: Cube) -> Trajectories:
     """The cube's running sums for the MSPC pipelines, computed once and kept on it."""
     if getattr(cube, "trajectories", None) is None:
-        cube.trajectories = Trajectories.of(cube.value, cube.t_h)
+        cube.trajectories = Trajectories.of(
+            cube.value, cube.t_h, tacc=cube.running_time(), memo=cube.memo
+        )
     return cube.trajectories
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import stats as sps
 from sklearn.linear_model import LogisticRegression
 
-__all__ = ["Trajectories", "TrajectoryModel"]
+__all__ = ["Trajectories", "TrajectoryModel", "count_seen", "running_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +63,19 @@ class Trajectories:
     cs: np.ndarray  # batch x tag x (bins + 1): running sums of the values (NaN as 0)
     cn: np.ndarray  # the same, counts of values
     tacc: np.ndarray  # batch x tag x bins: running maximum of the bins' batch time
+    #: the last cut-off asked and its answer (shared with the cube's featurizer statistics)
+    memo: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, value: np.ndarray, t_h: np.ndarray) -> Trajectories:
+    def of(
+        cls, value: np.ndarray, t_h: np.ndarray, tacc: np.ndarray | None = None, memo=None
+    ) -> Trajectories:
         ok = ~np.isnan(value)
         zero = np.zeros((*value.shape[:2], 1))
         cs = np.concatenate([zero, np.cumsum(np.where(ok, value, 0.0), axis=2)], axis=2)
         cn = np.concatenate([zero, np.cumsum(ok, axis=2)], axis=2).astype(np.int32)
-        t = np.where(np.isfinite(t_h), t_h, -np.inf)
-        return cls(cs=cs, cn=cn, tacc=np.maximum.accumulate(t, axis=2))
+        tacc = running_time(t_h) if tacc is None else tacc
+        return cls(cs=cs, cn=cn, tacc=tacc, memo={} if memo is None else memo)
 
     def take(self, rows) -> Trajectories:
         return Trajectories(cs=self.cs[rows], cn=self.cn[rows], tacc=self.tacc[rows])
@@ -81,7 +85,7 @@ class Trajectories:
 
     def seen(self, cut: np.ndarray) -> np.ndarray:
         """Batch x tag: how many bins each batch has seen by its ``cut``."""
-        return (self.tacc <= np.asarray(cut)[:, None, None]).sum(axis=2)
+        return count_seen(self.tacc, cut, self.memo)
 
     def slice_means(self, seen: np.ndarray, rows: np.ndarray, n_bins: int, S: int) -> np.ndarray:
         """``rows`` x tag x slice means of the first ``n_bins`` bins, cut into ``S`` slices,
@@ -94,6 +98,26 @@ class Trajectories:
         count = np.diff(self.cn.reshape(-1)[flat], axis=2)
         with np.errstate(all="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def running_time(t_h: np.ndarray) -> np.ndarray:
+    """Running maximum over bins of the bins' batch time (empty bins: -inf)."""
+    return np.maximum.accumulate(np.where(np.isfinite(t_h), t_h, -np.inf), axis=2)
+
+
+def count_seen(tacc: np.ndarray, cut, memo: dict | None = None) -> np.ndarray:
+    """Batch x tag: how many bins each batch has seen by its ``cut`` (batch hours).
+
+    ``memo`` keeps the last answer: the pipelines of one snapshot ask the same question.
+    """
+    cut = np.asarray(cut, dtype=float)
+    key = cut.tobytes()
+    if memo is not None and memo.get("key") == key:
+        return memo["seen"]
+    seen = (tacc <= cut[:, None, None]).sum(axis=2)
+    if memo is not None:
+        memo["key"], memo["seen"] = key, seen
+    return seen
 
 
 @dataclass
