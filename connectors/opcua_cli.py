@@ -48,17 +48,33 @@ def serve_opcua(
     config: Annotated[
         Path | None, typer.Option("--config", help="Plant TOML (default: shipped line).")
     ] = None,
+    epoch: Annotated[
+        Path | None,
+        typer.Option(
+            help="Plant epoch JSON (twin time 0 and seed; `biotwin up` writes one): serve that "
+            "run from the sample after the historian's latest (see connectors/warm.py)."
+        ),
+    ] = None,
     data_dir_: DataDir = None,
 ) -> None:
     """Serve the twin as a live plant over OPC UA until Ctrl-C."""
+    from connectors.historian import Historian, HistorianError
     from connectors.security import ensure_demo_users
     from connectors.server import TwinServer
+    from connectors.warm import load_epoch, plant_config, resume_sample
     from twin.config import load_config
     from twin.errors import TwinError
 
     root = data_dir(data_dir_)
+    first_sample, start = 0, None
     try:
         plant = load_config(config)
+        if epoch is not None:
+            timeline = load_epoch(epoch)
+            plant, seed, start = plant_config(plant, timeline), timeline.seed, timeline.start_time
+            first_sample = resume_sample(
+                Historian(root / "historian"), timeline, plant.plant.sample_interval_min
+            )
         if ensure_demo_users(root / "users.toml"):
             console.print(f"demo users written to {root / 'users.toml'}")
         server = TwinServer(
@@ -70,14 +86,15 @@ def serve_opcua(
             horizon_days=days,
             continuous_days=continuous_days,
             security=security,
+            start=start,
         )
-    except (TwinError, ValueError) as exc:
+    except (TwinError, ValueError, HistorianError) as exc:
         _fail(str(exc))
 
     async def main() -> None:
         await server.setup()
         _on_signals(server.stop)
-        job = asyncio.create_task(server.run())
+        job = asyncio.create_task(server.run(first_sample=first_sample))
         await server.serving.wait()
         console.print(f"serving the twin at {endpoint} (speed {speed:g}); Ctrl-C stops")
         await job

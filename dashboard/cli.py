@@ -22,7 +22,6 @@ from connectors.cli import DataDir, data_dir
 console = Console()
 logger = logging.getLogger(__name__)
 APP = Path(__file__).with_name("app.py")
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "twin"
 
 
 def _streamlit_command(port: int) -> list[str]:
@@ -117,16 +116,36 @@ def up(
     """Start the twin over OPC UA, the ingest and the dashboard; supervise until Ctrl-C."""
     from connectors.historian import Historian
     from connectors.security import DEMO_USERS, ensure_demo_users
-    from connectors.twin_import import import_simulation
+    from connectors.warm import WARM_DAYS, close_open_context, ensure_epoch, warm_history
+    from twin.config import load_config
 
     root = data_dir(data_dir_).resolve()
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     ensure_demo_users(root / "users.toml")
     historian = Historian(root / "historian")
+    epoch, _ = ensure_epoch(root, load_config())
     if historian.tags().empty:
-        with console.status("first start: loading the sample history into the historian..."):
-            import_simulation(SAMPLE, historian)
+        t0 = time.monotonic()
+        with console.status(f"first start: the plant's last {WARM_DAYS:g} days...") as status:
+            done = []
+
+            def step(what: str) -> None:
+                done.append(what)
+                status.update(
+                    f"first start: loading the plant's last {WARM_DAYS:g} days into the "
+                    f"historian: {what} ({len(done)} of 14 steps, {time.monotonic() - t0:.0f} s)"
+                )
+
+            counts = warm_history(historian, load_config(), epoch, progress=step)
+        console.print(
+            f"history: {sum(v for k, v in counts.items() if k != 'batch_context'):,} values of "
+            f"{WARM_DAYS:g} days loaded in {time.monotonic() - t0:.0f} s (plant epoch "
+            f"{epoch.start}, seed {epoch.seed})"
+        )
+    closed = close_open_context(historian)
+    if closed:
+        console.print(f"closed {closed} batch-context records left open by the last stop")
     _ensure_models(root)
     env = {**os.environ, "BIOTWIN_DATA_DIR": str(root), "PYTHONUNBUFFERED": "1"}
     endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/biotwin/"
@@ -135,7 +154,7 @@ def up(
         _Service(
             "twin-opcua",
             [*me, "serve-opcua", "--endpoint", endpoint, "--speed", str(speed),
-             "--data-dir", str(root)],
+             "--epoch", str(root / "twin" / "epoch.json"), "--data-dir", str(root)],
             env, logs,
         ),
         _Service(
