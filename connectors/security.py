@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -27,9 +28,13 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 __all__ = [
+    "DEMO_FULL_NAMES",
+    "DEMO_SIGNER",
+    "DEMO_SIGNER_FULL_NAME",
     "DEMO_USERS",
     "UserFileManager",
     "client_certificate",
+    "demo_signer",
     "ensure_demo_users",
     "hash_password",
     "load_users",
@@ -41,13 +46,29 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Demo users created by ``make run`` (user, password, roles). Change them on a real site.
+#: ``qa2`` is the second QA reviewer that four-eyes dispositions need.
 DEMO_USERS = (
     ("viewer", "viewer-demo", ["viewer"]),
     ("engineer", "engineer-demo", ["engineer"]),
     ("qa", "qa-demo", ["qa"]),
+    ("qa2", "qa2-demo", ["qa"]),
     ("maint", "maint-demo", ["maintenance"]),
     ("opcua", "opcua-demo", ["engineer"]),
 )
+#: Full names of the demo users, shown with their signatures (a users.toml entry without
+#: ``full_name`` is shown by its user name).
+DEMO_FULL_NAMES = {
+    "viewer": "Vera Lindqvist",
+    "engineer": "Erin Patel",
+    "qa": "Quinn Avery",
+    "qa2": "Sam Okafor",
+    "maint": "Mika Tanaka",
+    "opcua": "OPC UA ingest (service account)",
+}
+#: The signer of the approvals that the demo set-up makes by itself at first start: not a
+#: person; its password is random, new at each use and never stored (nobody can sign as it).
+DEMO_SIGNER = "demo-setup"
+DEMO_SIGNER_FULL_NAME = "Demo set-up (not a person)"
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -87,6 +108,7 @@ def ensure_demo_users(path: Path) -> bool:
     for user, password, roles in DEMO_USERS:
         lines += [
             f"[users.{user}]",
+            f'full_name = "{DEMO_FULL_NAMES.get(user, user)}"',
             f'password = "{hash_password(password)}"',
             "roles = [" + ", ".join(f'"{r}"' for r in roles) + "]",
             "",
@@ -95,6 +117,31 @@ def ensure_demo_users(path: Path) -> bool:
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)
     return True
+
+
+def demo_signer(path: Path) -> str:
+    """Add (or renew) the demo set-up signer in users.toml; returns its one-time password.
+
+    The entry has the qa role and a fresh random password, so the demo set-up can approve
+    the demo models at first start and nobody can sign as it afterwards. Other users and
+    comments in the file are kept.
+    """
+    password = secrets.token_urlsafe(24)
+    text = path.read_text() if path.exists() else ""
+    # drop an earlier entry: its header and the lines up to the next table
+    own = re.compile(rf"^\[users\.{re.escape(DEMO_SIGNER)}\]\n(?:(?!\[).*(?:\n|$))*", re.M)
+    text = own.sub("", text).rstrip("\n")
+    block = [
+        f"[users.{DEMO_SIGNER}]",
+        f'full_name = "{DEMO_SIGNER_FULL_NAME}"',
+        f'password = "{hash_password(password)}"',
+        'roles = ["qa"]',
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text((text + "\n\n" if text else "") + "\n".join(block) + "\n")
+    os.replace(tmp, path)
+    return password
 
 
 class UserFileManager:

@@ -10,7 +10,13 @@ are flushed and fsynced; the file is opened in append mode only.
 
 Signatures: :meth:`AuditTrail.sign` checks the user's password against ``users.toml``
 (scrypt hashes, :mod:`connectors.security`) and the role; a refused signature is itself
-recorded (``signature_refused``), never silently dropped.
+recorded (``signature_refused``), never silently dropped. A record carries the signer's full
+name and role as they were when signing. A decision that needs four eyes carries a second
+signature by a different user (``second_user``, ``second_full_name``, ``second_meaning``),
+verified in the same way; the record is written only when both signatures verify.
+
+Records written before the second-signer fields existed hash without them, so the chain of
+an older trail still verifies.
 """
 
 from __future__ import annotations
@@ -46,6 +52,14 @@ _FIELDS = (
     "score",
     "prev_hash",
 )
+#: fields added later: part of the hash when present in a record (older records lack them)
+_EXTRA_FIELDS = (
+    "full_name",
+    "role",
+    "second_user",
+    "second_full_name",
+    "second_meaning",
+)
 
 
 class SignatureError(PermissionError):
@@ -63,7 +77,9 @@ class Verification:
 
 
 def _digest(record: dict) -> str:
-    body = json.dumps({k: record.get(k) for k in _FIELDS}, sort_keys=True, ensure_ascii=False)
+    content = {k: record.get(k) for k in _FIELDS}
+    content.update({k: record[k] for k in _EXTRA_FIELDS if k in record})
+    body = json.dumps(content, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -98,6 +114,7 @@ class AuditTrail:
                 existing = self.records()
                 prev = existing[-1]["hash"] if existing else GENESIS
                 record = {k: fields.get(k) for k in _FIELDS}
+                record.update({k: fields[k] for k in _EXTRA_FIELDS if k in fields})
                 record.update(
                     seq=len(existing) + 1,
                     time=datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -111,6 +128,15 @@ class AuditTrail:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         return record
 
+    def _check(self, user: str, password: str, role: str) -> tuple[dict | None, str]:
+        """(users.toml entry, problem): the problem is '' when the signature verifies."""
+        entry = load_users(self.users_file).get(user)
+        if entry is None or not verify_password(password, entry.get("password", "")):
+            return None, "wrong user name or password"
+        if role not in entry.get("roles", []):
+            return None, f"user {user!r} lacks the {role!r} role"
+        return entry, ""
+
     def sign(
         self,
         *,
@@ -123,13 +149,21 @@ class AuditTrail:
         model_version: str | None = None,
         score: float | None = None,
         role: str = "qa",
+        second_user: str | None = None,
+        second_password: str = "",
+        second_meaning: str = "",
     ) -> dict:
         """Record a disposition signed by ``user`` (password re-entered).
+
+        With ``second_user`` the disposition needs a second signature (four eyes): a
+        different user with the same ``role`` re-enters their password, and the record,
+        written only when both signatures verify, holds both signers and both meanings.
 
         Raises
         ------
         SignatureError
-            Wrong password, unknown user or a user without ``role``; the refusal is recorded.
+            Wrong password, unknown user, a user without ``role``, or the same user as
+            second signer; the refusal is recorded.
         ValueError
             Unknown decision, or an empty reason or meaning (nothing recorded).
         """
@@ -139,12 +173,21 @@ class AuditTrail:
             raise ValueError("reason: must not be empty; got ''")
         if not meaning.strip():
             raise ValueError("meaning: the meaning of the signature is required; got ''")
-        entry = load_users(self.users_file).get(user)
-        problem = None
-        if entry is None or not verify_password(password, entry.get("password", "")):
-            problem = "wrong user name or password"
-        elif role not in entry.get("roles", []):
-            problem = f"user {user!r} lacks the {role!r} role"
+        if second_user is not None and not second_meaning.strip():
+            raise ValueError(
+                "second_meaning: the meaning of the second signature is required; got ''"
+            )
+        entry, problem = self._check(user, password, role)
+        second_entry = None
+        if not problem and second_user is not None:
+            if second_user.strip().lower() == user.strip().lower():
+                problem = (
+                    f"four eyes: the second signer must be a different user; got {user!r} twice"
+                )
+            else:
+                second_entry, second_problem = self._check(second_user, second_password, role)
+                if second_problem:
+                    problem = f"second signer: {second_problem}"
         if problem:
             self._append(
                 user=user,
@@ -153,9 +196,17 @@ class AuditTrail:
                 decision=decision,
                 reason=problem,
                 meaning=meaning,
+                **({} if second_user is None else {"second_user": second_user}),
             )
             logger.warning("signature refused for %s on %s: %s", user, batch_id, problem)
             raise SignatureError(f"signature refused: {problem}")
+        second = {}
+        if second_entry is not None:
+            second = {
+                "second_user": second_user,
+                "second_full_name": second_entry.get("full_name") or second_user,
+                "second_meaning": second_meaning,
+            }
         return self._append(
             user=user,
             action="disposition",
@@ -165,6 +216,16 @@ class AuditTrail:
             meaning=meaning,
             model_version=model_version,
             score=None if score is None else float(score),
+            full_name=entry.get("full_name") or user,
+            role=role,
+            **second,
+        )
+
+    def held(self, batch_id: str) -> bool:
+        """Whether ``batch_id`` was ever put on hold by a signed disposition."""
+        return any(
+            r["action"] == "disposition" and r["batch_id"] == batch_id and r["decision"] == "hold"
+            for r in self.records()
         )
 
     def verify(self) -> Verification:
@@ -186,7 +247,7 @@ class AuditTrail:
         out = Path(out)
         tmp = out.with_name(out.name + ".tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=[*_FIELDS, "hash"])
+            writer = csv.DictWriter(fh, fieldnames=[*_FIELDS, *_EXTRA_FIELDS, "hash"])
             writer.writeheader()
             writer.writerows(self.records())
         os.replace(tmp, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -82,3 +83,83 @@ def test_export_is_complete(trail, tmp_path):
     out = trail.export_csv(tmp_path / "trail.csv")
     text = out.read_text()
     assert "B00042" in text and "hash" in text.splitlines()[0]
+
+
+def test_a_four_eyes_release_records_both_signers_with_names_and_meanings(trail):
+    record = sign(
+        trail,
+        decision="release",
+        meaning="batch released for distribution",
+        second_user="qa2",
+        second_password="qa2-demo",
+        second_meaning="second QA review: I concur with the release",
+    )
+    assert (record["user"], record["full_name"], record["role"]) == ("qa", "Quinn Avery", "qa")
+    assert (record["second_user"], record["second_full_name"]) == ("qa2", "Sam Okafor")
+    assert record["second_meaning"].startswith("second QA review")
+    assert trail.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("second_user", "second_password", "problem"),
+    [
+        ("qa", "qa-demo", "second signer must be a different user; got 'qa' twice"),
+        ("QA ", "qa-demo", "second signer must be a different user"),
+        ("qa2", "guess", "second signer: wrong user name or password"),
+        ("engineer", "engineer-demo", "second signer: user 'engineer' lacks the 'qa' role"),
+    ],
+    ids=["same-user", "same-user-spelled-differently", "wrong-password", "no-qa-role"],
+)
+def test_a_second_signature_that_does_not_verify_records_nothing_but_the_refusal(
+    trail, second_user, second_password, problem
+):
+    with pytest.raises(SignatureError, match=problem):
+        sign(
+            trail,
+            decision="release",
+            second_user=second_user,
+            second_password=second_password,
+            second_meaning="second QA review: I concur with the release",
+        )
+    assert [r["action"] for r in trail.records()] == ["signature_refused"]
+    assert trail.records()[0]["second_user"] == second_user
+    assert trail.decisions() == {} and trail.verify().ok
+
+
+def test_a_second_signer_needs_a_meaning(trail):
+    with pytest.raises(ValueError, match="second_meaning: the meaning"):
+        sign(trail, second_user="qa2", second_password="qa2-demo", second_meaning=" ")
+    assert trail.records() == []
+
+
+def test_held_tells_whether_a_batch_was_ever_on_hold(trail):
+    assert not trail.held("B00042")
+    sign(trail, decision="hold")
+    sign(trail, decision="investigate")
+    assert trail.held("B00042") and not trail.held("B00043")
+
+
+def test_a_trail_written_before_the_second_signer_fields_still_verifies(trail):
+    """Records of the first format (no full_name, role, second_*) hash as they did."""
+    from dashboard.audit import _FIELDS, GENESIS
+
+    old = {k: None for k in _FIELDS}
+    old.update(seq=1, time="2026-12-01T10:00:00.000+00:00", user="qa", action="disposition")
+    old.update(batch_id="B00001", decision="hold", reason="old", meaning="old", prev_hash=GENESIS)
+    body = json.dumps({k: old[k] for k in _FIELDS}, sort_keys=True, ensure_ascii=False)
+    old["hash"] = hashlib.sha256(body.encode()).hexdigest()
+    trail.path.write_text(json.dumps(old) + "\n")
+    sign(trail, decision="release")
+    assert trail.verify().ok and trail.records()[1]["full_name"] == "Quinn Avery"
+    # removing a field a newer record was hashed with is tampering
+    lines = trail.path.read_text().splitlines()
+    newer = json.loads(lines[1])
+    del newer["role"]
+    trail.path.write_text("\n".join([lines[0], json.dumps(newer)]) + "\n")
+    assert trail.verify().first_bad == 2
+
+
+def test_export_has_the_second_signer_columns(trail, tmp_path):
+    sign(trail, second_user="qa2", second_password="qa2-demo", second_meaning="I concur")
+    header = trail.export_csv(tmp_path / "trail.csv").read_text().splitlines()[0]
+    assert "second_user" in header and "full_name" in header
