@@ -8,7 +8,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from connectors.historian import Historian, HistorianError
-from dashboard.audit import DECISIONS, AuditTrail, SignatureError
+from dashboard.audit import AuditTrail
+from dashboard.disposition import disposition_form
 from dashboard.envelope import KEY_SIGNALS, LABELS, golden_envelope, trajectory
 from dashboard.plant import data_dir
 from dashboard.session import config, historian, roles
@@ -205,41 +206,7 @@ if pick is not None:
         )
 
 st.subheader("Disposition")
-if "qa" not in roles():
-    st.warning("Only QA can disposition batches: sign in as a QA user.")
-else:
-    with st.form("disposition", clear_on_submit=True):
-        batch_id = st.selectbox("Batch", list(batches.index), key="disp_batch")
-        decision = st.radio("Decision", DECISIONS, horizontal=True)
-        reason = st.text_area("Reason")
-        meaning = st.selectbox(
-            "Meaning of the signature",
-            [
-                "I reviewed the batch record and approve this decision",
-                "I reviewed the batch record and request an investigation",
-            ],
-        )
-        password = st.text_input("Password (signature)", type="password")
-        if st.form_submit_button("Sign"):
-            row = batches.loc[batch_id] if batch_id in batches.index else None
-            try:
-                record = trail.sign(
-                    user=st.session_state["user"],
-                    password=password,
-                    batch_id=batch_id,
-                    decision=decision,
-                    reason=reason,
-                    meaning=meaning,
-                    model_version=row.get("model_version")
-                    if row is not None and "model_version" in row
-                    else None,
-                    score=row.get("p_deviation")
-                    if row is not None and "p_deviation" in row
-                    else None,
-                )
-                st.success(f"Signed: {record['decision']} {batch_id} (record {record['seq']})")
-            except (SignatureError, ValueError) as exc:
-                st.error(str(exc))
+disposition_form(trail, batches, user=st.session_state.get("user"), roles=roles())
 
 st.subheader("Audit trail")
 check = trail.verify()

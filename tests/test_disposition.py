@@ -1,0 +1,199 @@
+"""Dispositions like an electronic batch record, the session cookie, and the demo approvals.
+
+The form is tested alone (``AppTest.from_function`` on a small table of batches, with the
+real audit trail and users.toml in a temporary store); the triage page itself is tested in
+tests/test_dashboard.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from connectors.security import ensure_demo_users
+from dashboard.audit import AuditTrail
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def form_page(store: str) -> None:
+    """The disposition section alone: three batches, one at high predicted risk."""
+    import pandas as pd
+    import streamlit as st
+
+    from dashboard.audit import AuditTrail
+    from dashboard.disposition import disposition_form
+
+    batches = pd.DataFrame(
+        {
+            "p_deviation": [0.98, 0.10, None],
+            "model_version": ["deviation-abc", "deviation-abc", None],
+        },
+        index=pd.Index(["B00098", "B00010", "B00077"], name="batch_id"),
+    )
+    trail = AuditTrail(f"{store}/audit", f"{store}/users.toml")
+    disposition_form(
+        trail,
+        batches,
+        user=st.session_state.get("user"),
+        roles=st.session_state.get("roles", ["viewer"]),
+    )
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Path:
+    ensure_demo_users(tmp_path / "users.toml")
+    monkeypatch.delenv("BIOTWIN_FOUR_EYES_RISK", raising=False)
+    return tmp_path
+
+
+def trail_of(store: Path) -> AuditTrail:
+    return AuditTrail(store / "audit", store / "users.toml")
+
+
+def signed_in(store: Path, user: str = "qa") -> AppTest:
+    at = AppTest.from_function(form_page, args=(str(store),), default_timeout=30)
+    at.session_state["user"] = user
+    at.session_state["roles"] = ["qa"]
+    return at.run()
+
+
+def fill(at: AppTest, batch: str, decision: str, reason: str, password: str) -> None:
+    at.selectbox(key="disp_batch").set_value(batch).run()
+    at.radio(key="disp_decision").set_value(decision).run()
+    at.text_area(key="disp_reason").input(reason)
+    at.text_input(key="disp_password").input(password)
+
+
+def sign(at: AppTest) -> AppTest:
+    return at.button(key="disp_sign").click().run()
+
+
+def test_a_wrong_password_keeps_the_decision_and_the_reason(store):
+    at = signed_in(store)
+    fill(at, "B00010", "hold", "DO below envelope for 3 h", "not-the-password")
+    sign(at)
+    assert not at.exception
+    assert [e.value for e in at.error] == ["signature refused: wrong user name or password"]
+    assert at.radio(key="disp_decision").value == "hold"
+    assert at.text_area(key="disp_reason").value == "DO below envelope for 3 h"
+    assert at.text_input(key="disp_password").value == ""  # the password is never kept
+    # the refusal is in the trail; signing again with the right password needs no retyping
+    at.text_input(key="disp_password").input("qa-demo")
+    sign(at)
+    assert any("Signed: hold B00010" in s.value for s in at.success)
+    trail = trail_of(store)
+    assert [r["action"] for r in trail.records()] == ["signature_refused", "disposition"]
+    assert trail.verify().ok
+
+
+def test_an_empty_reason_is_refused_with_a_message_and_the_input_is_kept(store):
+    at = signed_in(store)
+    fill(at, "B00010", "reject", "   ", "qa-demo")
+    sign(at)
+    assert not at.exception
+    assert any(e.value.startswith("Reason: a disposition needs a reason") for e in at.error)
+    assert at.radio(key="disp_decision").value == "reject"
+    assert at.selectbox(key="disp_batch").value == "B00010"
+    assert trail_of(store).records() == []  # nothing signed, nothing recorded
+
+
+def test_a_signature_shows_the_full_name_the_meaning_and_the_local_time(store):
+    at = signed_in(store)
+    fill(at, "B00010", "release", "record reviewed, all CQAs in specification", "qa-demo")
+    assert not at.checkbox  # low risk, never held: one signature is enough
+    sign(at)
+    done = next(s.value for s in at.success if "Signed: release" in s.value)
+    assert "Released by Quinn Avery (QA reviewer) — meaning: batch released for distribution" in (
+        done
+    )
+    assert trail_of(store).decisions()["B00010"]["full_name"] == "Quinn Avery"
+    # the batch's signatures stay in view
+    assert any("Signatures on B00010" in m.value for m in at.markdown)
+
+
+def test_a_high_risk_release_asks_for_a_second_signer_and_refuses_the_same_user(store):
+    at = signed_in(store)
+    fill(at, "B00098", "release", "reviewed: the DO dip was a probe fault", "qa-demo")
+    assert any("Four eyes" in w.value and "0.98 is above 0.50" in w.value for w in at.warning)
+    sign(at)  # no confirmation, no second signer
+    errors = " ".join(e.value for e in at.error)
+    assert "Confirm the release of B00098" in errors and "Second signer:" in errors
+    assert trail_of(store).records() == []
+
+    at.checkbox(key="disp_confirm").check()
+    at.text_input(key="disp_password").input("qa-demo")
+    at.text_input(key="disp_second_user").input("qa")
+    at.text_input(key="disp_second_password").input("qa-demo")
+    sign(at)
+    assert any("second signer must be a different user" in e.value for e in at.error)
+    assert trail_of(store).decisions() == {}
+    assert at.text_area(key="disp_reason").value == "reviewed: the DO dip was a probe fault"
+    assert at.checkbox(key="disp_confirm").value is True
+
+
+def test_a_high_risk_release_is_recorded_with_both_signers(store):
+    at = signed_in(store)
+    fill(at, "B00098", "release", "reviewed: the DO dip was a probe fault", "qa-demo")
+    at.checkbox(key="disp_confirm").check()
+    at.text_input(key="disp_second_user").input("qa2")
+    at.text_input(key="disp_second_password").input("qa2-demo")
+    sign(at)
+    assert not at.exception
+    done = next(s.value for s in at.success if "Signed: release B00098" in s.value)
+    assert "Released by Quinn Avery (QA reviewer)" in done
+    assert "Second signature by Sam Okafor (QA reviewer) — meaning: second QA review" in done
+    trail = trail_of(store)
+    record = trail.decisions()["B00098"]
+    assert (record["user"], record["second_user"], record["score"]) == ("qa", "qa2", 0.98)
+    assert trail.verify().ok
+
+
+def test_a_release_after_a_hold_needs_a_second_signer(store):
+    at = signed_in(store)
+    fill(at, "B00077", "hold", "QC result pending", "qa-demo")  # B00077 has no score
+    sign(at)
+    fill(at, "B00077", "release", "QC result in specification", "qa-demo")
+    assert any("it was put on hold before" in w.value for w in at.warning)
+    sign(at)
+    assert any("Confirm the release of B00077" in e.value for e in at.error)
+    at.checkbox(key="disp_confirm").check()
+    at.text_input(key="disp_password").input("qa-demo")
+    at.text_input(key="disp_second_user").input("qa2")
+    at.text_input(key="disp_second_password").input("wrong")
+    sign(at)
+    assert any("second signer: wrong user name or password" in e.value for e in at.error)
+    at.text_input(key="disp_password").input("qa-demo")
+    at.text_input(key="disp_second_password").input("qa2-demo")
+    sign(at)
+    trail = trail_of(store)
+    assert trail.decisions()["B00077"]["second_user"] == "qa2"
+    actions = [(r["action"], r["decision"]) for r in trail.records()]
+    assert actions == [
+        ("disposition", "hold"),
+        ("signature_refused", "release"),
+        ("disposition", "release"),
+    ]
+    assert trail.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("setting", "four_eyes"),
+    [("0.99", False), ("0.9", True), ("", True), ("lots", True)],
+    ids=["above-the-risk", "below-the-risk", "default", "bad-setting-is-strict"],
+)
+def test_the_risk_threshold_comes_from_the_environment(store, monkeypatch, setting, four_eyes):
+    monkeypatch.setenv("BIOTWIN_FOUR_EYES_RISK", setting)
+    at = signed_in(store)
+    fill(at, "B00098", "release", "x", "qa-demo")
+    assert bool(at.checkbox) is four_eyes
+    if setting == "lots":
+        assert any("BIOTWIN_FOUR_EYES_RISK must be a number" in e.value for e in at.error)
+
+
+def test_a_viewer_sees_no_form(store):
+    at = AppTest.from_function(form_page, args=(str(store),), default_timeout=30).run()
+    assert any("Only QA can disposition" in w.value for w in at.warning)
+    assert len(at.button) == 0
