@@ -25,6 +25,7 @@ page = st.navigation(
         st.Page(HERE / "views" / "assets.py", title="Asset health"),
         st.Page(HERE / "views" / "scenarios.py", title="Downtime scenarios"),
         st.Page(HERE / "views" / "models.py", title="Models"),
+        st.Page(HERE / "views" / "trends.py", title="Trends"),
     ]
 )
 page.run()

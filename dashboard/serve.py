@@ -33,6 +33,7 @@ PRELOAD = (  # what the pages import (dashboard/views/*.py and the modules they 
     "dashboard.plant",
     "dashboard.saved",
     "dashboard.session",
+    "dashboard.trends",
     "dashboard.whatif",
     "quality.errors",
     "quality.registry",
