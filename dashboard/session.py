@@ -1,6 +1,27 @@
-"""Sign-in and shared resources of the Streamlit pages."""
+"""Sign-in and shared resources of the Streamlit pages.
+
+Sign-in checks the user name and password against ``users.toml`` (scrypt hashes,
+:mod:`connectors.security`). A successful sign-in also sets a session cookie in the browser,
+so that reloading the page keeps the user signed in for up to :data:`SESSION_HOURS`: the
+cookie holds the user name and an expiry, signed with HMAC-SHA256 under a key kept in
+``DATA_DIR/secrets/session.key`` (created 0600 on first use). Streamlit reads cookies
+(``st.context.cookies``, sent when the browser connects) but cannot set them, so a one-line
+script written with ``st.html`` sets and clears it. The roles always come from users.toml at
+the time of the reload, so a user removed from the file is signed out.
+"""
 
 from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -9,7 +30,21 @@ from connectors.security import ensure_demo_users, load_users, verify_password
 from dashboard.plant import data_dir
 from twin.config import load_config
 
-__all__ = ["config", "historian", "roles", "sign_in_box"]
+__all__ = [
+    "COOKIE",
+    "SESSION_HOURS",
+    "config",
+    "historian",
+    "read_session_token",
+    "roles",
+    "session_key",
+    "session_token",
+    "sign_in_box",
+]
+
+COOKIE = "biotwin_session"
+SESSION_HOURS = 8.0
+_KEY_BYTES = 32
 
 
 @st.cache_resource
@@ -28,32 +63,187 @@ def roles() -> list[str]:
     return st.session_state.get("roles", ["viewer"])
 
 
+# ------------------------------------------------------------------ session cookie
+def session_key(store: str | os.PathLike) -> bytes:
+    """The key that signs session cookies: ``store/secrets/session.key``, made on first use.
+
+    The file is written 0600 under a temporary name and linked into place, so concurrent
+    first uses agree on one key.
+
+    Raises
+    ------
+    ValueError
+        If the key file exists but is shorter than 32 bytes (damaged: delete it).
+    """
+    folder = Path(store) / "secrets"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / "session.key"
+    if not path.exists():
+        tmp = folder / f".session.key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(_KEY_BYTES))
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    key = path.read_bytes()
+    if len(key) < _KEY_BYTES:
+        raise ValueError(
+            f"session key: {path} must hold at least {_KEY_BYTES} bytes; got {len(key)} "
+            "(delete it to make a new one; everyone signs in again)"
+        )
+    return key
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, body: str) -> str:
+    return _b64(hmac.new(key, body.encode(), hashlib.sha256).digest())
+
+
+def session_token(
+    user: str, key: bytes, *, now: float | None = None, hours: float = SESSION_HOURS
+) -> str:
+    """A signed cookie value for ``user``, valid for ``hours`` from ``now`` (epoch s)."""
+    now = time.time() if now is None else now
+    claims = {"u": user, "exp": int(now + hours * 3600), "n": secrets.token_hex(8)}
+    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{body}.{_mac(key, body)}"
+
+
+def read_session_token(
+    token: str | None, key: bytes, *, now: float | None = None
+) -> tuple[str, float] | None:
+    """(user, expiry in epoch s) of a valid, unexpired token; None for anything else
+    (absent, malformed, signed with another key, altered, or expired)."""
+    if not token or token.count(".") != 1:
+        return None
+    body, mac = token.split(".")
+    if not hmac.compare_digest(mac, _mac(key, body)):
+        return None
+    try:
+        claims = json.loads(_unb64(body))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    user, expiry = claims.get("u"), claims.get("exp")
+    if not isinstance(user, str) or not user or not isinstance(expiry, int):
+        return None
+    if (time.time() if now is None else now) >= expiry:
+        return None
+    return user, float(expiry)
+
+
+def _cookie_script(value: str, max_age_s: int) -> str:
+    """A script that sets (or, with ``max_age_s`` 0, deletes) the session cookie."""
+    return (
+        "<script>document.cookie = "
+        f'"{COOKIE}={value}; Max-Age={max_age_s}; Path=/; SameSite=Strict"'
+        ' + (location.protocol === "https:" ? "; Secure" : "");</script>'
+    )
+
+
+def _browser_cookie() -> str | None:
+    """The session cookie the browser sent when it connected (None in tests and without)."""
+    return st.context.cookies.get(COOKIE)
+
+
+# ------------------------------------------------------------------ sign-in box
+def _signed_in(user: str, entry: dict, until: float) -> None:
+    st.session_state["user"] = user
+    st.session_state["roles"] = list(entry.get("roles", []))
+    st.session_state["full_name"] = entry.get("full_name") or user
+    st.session_state["signed_in_until"] = until
+
+
+def _forget() -> None:
+    for key in ("user", "roles", "full_name", "signed_in_until"):
+        st.session_state.pop(key, None)
+
+
 def _sign_out() -> None:
-    st.session_state.pop("user", None)
-    st.session_state.pop("roles", None)
+    """Sign out: forget the user, ignore the cookie this browser connected with, clear it."""
+    _forget()
+    st.session_state["signed_out"] = True
+    st.session_state["cookie_script"] = _cookie_script("", 0)
+
+
+def _sign_in(users_file: Path, store: Path) -> None:
+    """Sign-in form submitted: check the password, then sign in and set the cookie."""
+    state = st.session_state
+    name = (state.get("login_user") or "").strip()
+    password = state.get("login_password") or ""
+    state["login_password"] = ""
+    entry = load_users(users_file).get(name)
+    if not entry or not verify_password(password, entry.get("password", "")):
+        state["login_error"] = "Wrong user name or password"
+        return
+    now = time.time()
+    _signed_in(name, entry, now + SESSION_HOURS * 3600)
+    state.pop("signed_out", None)
+    token = session_token(name, session_key(store), now=now)
+    state["cookie_script"] = _cookie_script(token, int(SESSION_HOURS * 3600))
+
+
+def _restore(users_file: Path, store: Path) -> None:
+    """After a reload: sign in again from a valid cookie; sign out when the session ends."""
+    state = st.session_state
+    now = time.time()
+    if state.get("user"):
+        if state.get("signed_in_until", float("inf")) <= now:
+            _sign_out()
+            state["login_error"] = "Your session ended: sign in again"
+        return
+    if state.get("signed_out"):
+        return
+    found = read_session_token(_browser_cookie(), session_key(store), now=now)
+    if found is None:
+        return
+    user, until = found
+    entry = load_users(users_file).get(user)
+    if entry is not None:
+        _signed_in(user, entry, until)
 
 
 def sign_in_box() -> None:
     """Sidebar: sign in with users.toml (hashed passwords); who is signed in; sign out.
 
-    No ``st.rerun`` after signing in: the signed-in state shows in the same run as the
-    submitted form.
+    The password is checked in the form's callback, before the script runs, so the page
+    that runs next is already signed in and the form is gone (no ``st.rerun``).
     """
-    users_file = data_dir() / "users.toml"
+    store = data_dir()
+    users_file = store / "users.toml"
     ensure_demo_users(users_file)
+    _restore(users_file, store)
+    state = st.session_state
     with st.sidebar:
-        if not st.session_state.get("user"):
+        if not state.get("user"):
             with st.form("sign-in"):
-                name = st.text_input("User", key="login_user")
-                password = st.text_input("Password", type="password", key="login_password")
-                submitted = st.form_submit_button("Sign in")
-            if submitted:
-                entry = load_users(users_file).get(name)
-                if entry and verify_password(password, entry.get("password", "")):
-                    st.session_state["user"] = name
-                    st.session_state["roles"] = list(entry.get("roles", []))
-                else:
-                    st.error("Wrong user name or password")
-        if st.session_state.get("user"):
-            st.write(f"Signed in: **{st.session_state['user']}** ({', '.join(roles())})")
+                st.text_input("User", key="login_user")
+                st.text_input("Password", type="password", key="login_password")
+                st.form_submit_button("Sign in", on_click=_sign_in, args=(users_file, store))
+            error = state.pop("login_error", None)
+            if error:
+                st.error(error)
+        else:
+            st.markdown(
+                f"Signed in: **{state['user']}** ({', '.join(roles())})  \n"
+                f"{state.get('full_name') or state['user']}"
+            )
+            until = time.strftime("%H:%M", time.localtime(state["signed_in_until"]))
+            st.caption(f"Signed in until {until} (sessions last {SESSION_HOURS:g} h)")
             st.button("Sign out", on_click=_sign_out)
+        script = state.pop("cookie_script", None)
+        if script:
+            st.html(script, unsafe_allow_javascript=True)

@@ -7,6 +7,7 @@ tests/test_dashboard.py.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,136 @@ def test_a_viewer_sees_no_form(store):
     at = AppTest.from_function(form_page, args=(str(store),), default_timeout=30).run()
     assert any("Only QA can disposition" in w.value for w in at.warning)
     assert len(at.button) == 0
+
+
+# ------------------------------------------------------------------ sign-in and its cookie
+def test_a_session_token_round_trips_and_expires():
+    from dashboard.session import read_session_token, session_token
+
+    key = b"k" * 32
+    token = session_token("qa", key, now=1_000_000.0, hours=8)
+    assert read_session_token(token, key, now=1_000_000.0) == ("qa", 1_000_000.0 + 8 * 3600)
+    assert read_session_token(token, key, now=1_000_000.0 + 8 * 3600 - 1)[0] == "qa"
+    assert read_session_token(token, key, now=1_000_000.0 + 8 * 3600) is None  # expired
+    assert session_token("qa", key, now=0) != session_token("qa", key, now=0)  # a nonce each
+
+
+def tampered(token: str, key: bytes) -> list[str]:
+    import base64
+
+    body, mac = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    forged = base64.urlsafe_b64encode(json.dumps({**claims, "u": "qa2"}).encode()).decode()
+    longer = base64.urlsafe_b64encode(json.dumps({**claims, "exp": 2**40}).encode()).decode()
+    return [
+        f"{forged.rstrip('=')}.{mac}",  # another user, same signature
+        f"{longer.rstrip('=')}.{mac}",  # a later expiry, same signature
+        f"{body}.{mac[:-2]}AA",  # signature altered
+        body,  # signature removed
+        "",
+        "not.a.token",
+    ]
+
+
+def test_a_tampered_or_foreign_token_is_refused():
+    from dashboard.session import read_session_token, session_token
+
+    key = b"k" * 32
+    token = session_token("qa", key, now=1_000.0)
+    for bad in tampered(token, key):
+        assert read_session_token(bad, key, now=1_000.0) is None, bad
+    assert read_session_token(token, b"x" * 32, now=1_000.0) is None  # another store's key
+    assert read_session_token(None, key) is None
+
+
+def test_the_session_key_is_made_once_and_private(tmp_path):
+    from dashboard.session import session_key
+
+    key = session_key(tmp_path)
+    path = tmp_path / "secrets" / "session.key"
+    assert len(key) == 32 and session_key(tmp_path) == key
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "secrets").stat().st_mode & 0o077 == 0
+    assert [p.name for p in (tmp_path / "secrets").iterdir()] == ["session.key"]
+    path.write_bytes(b"short")
+    with pytest.raises(ValueError, match=r"session\.key must hold at least 32 bytes; got 5"):
+        session_key(tmp_path)
+
+
+def sidebar_page() -> None:
+    from dashboard.session import sign_in_box
+
+    sign_in_box()
+
+
+def cookie_scripts(at: AppTest) -> list[str]:
+    return [h.proto.body for h in at.get("html")]
+
+
+@pytest.fixture
+def app_store(store, monkeypatch):
+    monkeypatch.setenv("BIOTWIN_DATA_DIR", str(store))
+    return store
+
+
+def test_signing_in_sets_a_signed_cookie_and_the_form_goes(app_store):
+    from dashboard.session import COOKIE, read_session_token, session_key
+
+    at = AppTest.from_function(sidebar_page, default_timeout=30).run()
+    at.text_input(key="login_user").input("qa")
+    at.text_input(key="login_password").input("qa-demo")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.session_state["user"] == "qa" and at.session_state["roles"] == ["qa"]
+    assert len(at.text_input) == 0  # the sign-in box is gone in the same run
+    shown = " ".join(m.value for m in at.markdown)
+    assert "Signed in: **qa** (qa)" in shown and "Quinn Avery" in shown
+    (script,) = cookie_scripts(at)
+    token = script.split(f"{COOKIE}=")[1].split(";")[0]
+    assert read_session_token(token, session_key(app_store))[0] == "qa"
+    assert "Max-Age=28800" in script and "SameSite=Strict" in script
+
+    at.button[0].click().run()  # Sign out
+    assert "user" not in at.session_state and len(at.text_input) == 2
+    assert any("Max-Age=0" in s for s in cookie_scripts(at))
+
+
+def test_a_wrong_password_signs_nobody_in(app_store):
+    at = AppTest.from_function(sidebar_page, default_timeout=30).run()
+    at.text_input(key="login_user").input("qa")
+    at.text_input(key="login_password").input("guess")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Wrong user name or password"]
+    assert "user" not in at.session_state and not cookie_scripts(at)
+
+
+def test_a_reload_with_the_cookie_keeps_the_user_signed_in(app_store, monkeypatch):
+    from dashboard import session
+
+    token = session.session_token("qa", session.session_key(app_store))
+    monkeypatch.setattr(session, "_browser_cookie", lambda: token)
+    at = AppTest.from_function(sidebar_page, default_timeout=30).run()  # a new browser session
+    assert at.session_state["user"] == "qa" and at.session_state["full_name"] == "Quinn Avery"
+    assert len(at.text_input) == 0
+    # signing out is not undone by the cookie the browser connected with
+    at.button[0].click().run()
+    at.run()
+    assert "user" not in at.session_state
+
+
+@pytest.mark.parametrize("case", ["tampered", "expired", "user-removed"])
+def test_a_reload_with_a_bad_cookie_shows_the_sign_in_form(app_store, monkeypatch, case):
+    from dashboard import session
+
+    key = session.session_key(app_store)
+    token = session.session_token("qa", key)
+    if case == "tampered":
+        token = tampered(token, key)[0]
+    elif case == "expired":
+        token = session.session_token("qa", key, now=0.0)
+    else:
+        users = app_store / "users.toml"
+        users.write_text(users.read_text().replace("[users.qa]", "[users.someone-else]"))
+    monkeypatch.setattr(session, "_browser_cookie", lambda: token)
+    at = AppTest.from_function(sidebar_page, default_timeout=30).run()
+    assert "user" not in at.session_state and len(at.text_input) == 2
