@@ -2,10 +2,12 @@
 
 A saved scenario holds what was asked (the :class:`~twin.scenarios.Scenario`: name,
 horizon, events; the sweep: replications and seed; the options such as the predicted
-failure risk), where it started (the plant state), and what came out: the KPIs of every
-replication of the scenario and of its baseline, per-unit utilization and availability,
-and the schedule of replication 1. So it can be shown again, and compared with other saved
-scenarios, without running the twin again.
+failure risk, the good rate of new lots, the plant's now and time zone), where it started
+(the plant state), and what came out: the KPIs and the lots of every replication of the
+scenario, of its baseline and of each of its levers run alone, per-unit utilization and
+availability, and the schedule of replication 1. So it can be shown again, and compared
+with other saved scenarios, without running the twin again. Files of the first format
+(no lots, no levers) still load.
 
 Files are written atomically (temporary file in the same folder, fsync, ``os.replace``):
 a reader sees the old file or the new one, never half of one. One file per name: saving a
@@ -37,9 +39,10 @@ __all__ = [
     "state_key",
 ]
 
-FORMAT = "biotwin-scenario/1"
+FORMAT = "biotwin-scenario/2"
 
-# KPIs of the side-by-side comparison (label -> KPI column)
+# KPIs of the side-by-side comparison of runs saved without lot records (label -> KPI
+# column); runs with lots are compared on the planner's KPIs (whatif.PLANNER_KPIS)
 COMPARED_KPIS = {
     "batches completed": "completed",
     "late": "late",
@@ -73,7 +76,21 @@ def result_to_dict(result: ScenarioResult) -> dict:
         "availability": result.availability.to_dict(orient="list"),
         "schedule": json.loads(result.schedule.to_json(orient="split", index=False)),
         "meta": result.meta,
+        "lots": None if result.lots is None else _lots_to_dict(result.lots),
     }
+
+
+def _lots_to_dict(lots: pd.DataFrame) -> dict:
+    """Lot records by column, times rounded to 0.01 h (36 s), NaN as null."""
+    out = {}
+    for col in lots.columns:
+        values = lots[col]
+        if col.endswith("_h") or col == "risk":
+            values = values.astype("float64").round(2)
+            out[col] = [None if v != v else v for v in values.tolist()]
+        else:
+            out[col] = values.tolist()
+    return out
 
 
 def result_from_dict(data: dict) -> ScenarioResult:
@@ -88,7 +105,18 @@ def result_from_dict(data: dict) -> ScenarioResult:
         schedule=pd.DataFrame(sched["data"], columns=sched["columns"]),
         seconds=data.get("seconds", 0.0),
         meta=data.get("meta", {}),
+        lots=_lots_from_dict(data.get("lots")),
     )
+
+
+def _lots_from_dict(data: dict | None) -> pd.DataFrame | None:
+    if data is None:
+        return None
+    lots = pd.DataFrame(data)
+    for col in lots.columns:
+        if col.endswith("_h") or col == "risk":
+            lots[col] = lots[col].astype("float64")
+    return lots
 
 
 def save_scenario(
@@ -101,8 +129,10 @@ def save_scenario(
     seed: int,
     state_json: str,
     options: dict | None = None,
+    levers: dict[str, ScenarioResult] | None = None,
 ) -> Path:
-    """Write one saved scenario atomically; returns its path."""
+    """Write one saved scenario atomically; returns its path. ``levers``: each lever of
+    the scenario run alone (label -> result), with the same seeds."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     record = {
@@ -115,6 +145,7 @@ def save_scenario(
         "start": {"key": state_key(state_json), "state": json.loads(state_json)},
         "baseline": result_to_dict(baseline),
         "result": result_to_dict(result),
+        "levers": {k: result_to_dict(v) for k, v in (levers or {}).items()},
     }
     path = folder / file_name(scenario.name)
     tmp = folder / f".{path.name}.{os.getpid()}.tmp"
@@ -151,32 +182,51 @@ def list_saved(folder: Path) -> pd.DataFrame:
     """
     rows = []
     for path in sorted(Path(folder).glob("*.json")) if Path(folder).exists() else []:
-        data = _read(path)
-        if data is None:
-            continue
-        scenario = data.get("scenario", data)
-        rows.append(
-            {
-                "name": scenario.get("name", path.stem),
-                "file": path.name,
-                "saved_at": data.get("saved_at"),
-                "horizon_d": scenario.get("horizon_h", 0) / 24,
-                "events": len(scenario.get("events", [])),
-                "replications": data.get("replications"),
-                "seed": data.get("seed"),
-                "start": data.get("start", {}).get("key"),
-                "results": "result" in data,
-            }
-        )
+        row = _listed(path)
+        if row is not None:
+            rows.append(row)
     cols = ["name", "file", "saved_at", "horizon_d", "events", "replications", "seed"]
     table = pd.DataFrame(rows, columns=[*cols, "start", "results"])
     return table.sort_values("saved_at", ascending=False, na_position="last").reset_index(drop=True)
 
 
+# path -> (mtime_ns, size, row): a saved run with its lots is a few MB of JSON; the list
+# is drawn on every rerun of the page, so each file is read again only when it changed
+_LISTED: dict[Path, tuple[int, int, dict | None]] = {}
+
+
+def _listed(path: Path) -> dict | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    hit = _LISTED.get(path)
+    if hit is not None and hit[:2] == (st.st_mtime_ns, st.st_size):
+        return hit[2]
+    data = _read(path)
+    row = None
+    if data is not None:
+        scenario = data.get("scenario", data)
+        row = {
+            "name": scenario.get("name", path.stem),
+            "file": path.name,
+            "saved_at": data.get("saved_at"),
+            "horizon_d": scenario.get("horizon_h", 0) / 24,
+            "events": len(scenario.get("events", [])),
+            "replications": data.get("replications"),
+            "seed": data.get("seed"),
+            "start": data.get("start", {}).get("key"),
+            "results": "result" in data,
+        }
+    _LISTED[path] = (st.st_mtime_ns, st.st_size, row)
+    return row
+
+
 def load_saved(folder: Path, file: str) -> dict:
     """A saved scenario: ``scenario`` (Scenario), ``baseline`` and ``result``
     (ScenarioResult, None if not stored), ``replications``, ``seed``, ``options``,
-    ``start`` (key and state), ``saved_at``.
+    ``start`` (key and state), ``saved_at``, ``levers`` (label -> ScenarioResult, empty
+    for a scenario of one lever or a file of the first format).
 
     Raises
     ------
@@ -197,15 +247,30 @@ def load_saved(folder: Path, file: str) -> dict:
         "options": data.get("options", {}),
         "start": data.get("start", {}),
         "saved_at": data.get("saved_at"),
+        "levers": {k: result_from_dict(v) for k, v in (data.get("levers") or {}).items()},
     }
+
+
+def _kpi_columns(res: ScenarioResult, options: dict) -> dict[str, pd.Series]:
+    """Per-replication KPI columns by label: the planner's (with the good rate the run
+    used) when the run has lot records, else :data:`COMPARED_KPIS`."""
+    from dashboard.whatif import PLANNER_KPIS, lot_kpis
+
+    rate = (options.get("good_rate") or {}).get("rate")
+    if res.lots is not None and rate is not None:
+        k = lot_kpis(res, float(rate))
+        return {f"{spec.label} ({spec.unit})": k[name] for name, spec in PLANNER_KPIS.items()}
+    return {label: res.kpis[kpi] for label, kpi in COMPARED_KPIS.items() if kpi in res.kpis}
 
 
 def compare_saved(saved: list[dict]) -> pd.DataFrame:
     """Saved scenarios side by side.
 
-    One row per (KPI, statistic) with statistics mean, p05, p95 and one column per
-    scenario, plus the baseline of the first one (``baseline: <name>``). KPIs are
-    :data:`COMPARED_KPIS`; their spread is the 5-95 % range over the replications.
+    One row per (KPI, statistic) with statistics mean, p10 and p90 and one column per
+    scenario, plus the baseline of the first one (``baseline: <name>``). KPIs are the
+    planner's (``whatif.PLANNER_KPIS``, labelled with their unit) for runs with lot
+    records, :data:`COMPARED_KPIS` for older ones; their spread is the 10-90 % range over
+    the replications.
     """
     columns = {}
     for i, s in enumerate(saved):
@@ -215,14 +280,11 @@ def compare_saved(saved: list[dict]) -> pd.DataFrame:
         for prefix, res in runs:
             if res is None:
                 continue
-            k = res.kpis
             col = {}
-            for label, kpi in COMPARED_KPIS.items():
-                if kpi not in k:
-                    continue
-                col[(label, "mean")] = float(k[kpi].mean())
-                col[(label, "p05")] = float(k[kpi].quantile(0.05))
-                col[(label, "p95")] = float(k[kpi].quantile(0.95))
+            for label, values in _kpi_columns(res, s.get("options", {})).items():
+                col[(label, "mean")] = float(values.mean())
+                col[(label, "p10")] = float(values.quantile(0.10))
+                col[(label, "p90")] = float(values.quantile(0.90))
             columns[prefix + s["scenario"].name] = col
     table = pd.DataFrame(columns)
     table.index = pd.MultiIndex.from_tuples(table.index, names=["kpi", "stat"])

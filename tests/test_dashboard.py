@@ -87,8 +87,10 @@ def test_scenario_page_runs_and_compares(env):
     at.button(key="sc_run").click().run()
     assert not at.exception
     result = at.dataframe[0].value
-    assert {"baseline", "scenario", "difference", "ci95_low"} <= set(result.columns)
-    assert "completed" in result.index
+    assert list(result.columns) == ["Baseline", "Scenario: BR-202 down 3 days"]
+    assert {"Expected good lots", "Lots late", "Lots lost"} <= set(result.index)
+    assert result.loc["Lots late", "Baseline"].endswith(")")  # mean lots (p10 - p90)
+    assert " lots (" in result.loc["Lots late", "Baseline"]
     assert any(p.name == "BR-202-down-3-days.json" for p in (env / "scenarios").iterdir())
 
 
@@ -126,11 +128,11 @@ def test_scenarios_are_saved_shown_again_and_compared(env):
     assert not at.exception
     tables = [d.value for d in at.dataframe]
     side = next(t for t in tables if {"A: BR-202 down", "B: more demand"} <= set(t.columns))
-    assert {"batches completed", "late", "lost", "due dates missed"} <= set(side.index)
-    assert "(" in side.loc["batches completed", "A: BR-202 down"]  # mean (p05 - p95)
+    assert {"Expected good lots (lots)", "Lots late (lots)", "Lots lost (lots)"} <= set(side.index)
+    assert "(" in side.loc["Lots late (lots)", "A: BR-202 down"]  # mean (p10 - p90)
     assert "baseline: A: BR-202 down" in side.columns
     paired = next(t for t in tables if list(t.columns) == ["B: more demand"])
-    assert "completed" in paired.index
+    assert paired.loc["Lots finished (filled or lost) (lots)", "B: more demand"].startswith("+")
 
 
 def test_qa_disposition_flow_is_signed_into_the_audit_trail(env):
@@ -255,10 +257,10 @@ def test_expected_good_lots_count_predicted_risk(config, store):
     assert ((lost >= 1) & (lost <= len(state.batches))).all()
     _, all_good = run_pair(config, state, [], default_risk=0.0, **kw)
     assert (all_good.kpis["expected_good_lots"] == all_good.kpis["completed"]).all()
-    # the rate for new batches: outcomes first, else the mean predicted risk
+    # the rate for new batches: the twin's rate as a prior of 20 batches, then outcomes
     outcomes = pd.DataFrame({"batch_id": ["a", "b", "c", "d"], "good": [1, 1, 1, 0]})
-    assert good_rate(outcomes, scores)[0] == 0.75
-    assert good_rate(outcomes.iloc[:0], scores.assign(p_deviation=0.2))[0] == 0.8
+    assert good_rate(outcomes, 0.9).rate == pytest.approx((18 + 3) / 24)
+    assert good_rate(outcomes.iloc[:0], 0.8).rate == pytest.approx(0.8)
 
 
 def test_batch_outcomes_from_the_twin_and_qa_dispositions(tmp_path):
@@ -288,11 +290,15 @@ def test_scenario_page_uses_predicted_failure_risk_and_expected_good_lots(scored
         ("BR-201/agitator", 0.6, 168.0)
     ]
     labels = [m.label for m in at.metric]
-    assert "Expected good lots, baseline" in labels and "Expected good lots, scenario" in labels
-    base = saved["baseline"]["kpis"]
-    # every batch in progress at risk 0.5: expected good lots below batches completed
-    assert sum(base["expected_good_lots"]) < sum(base["completed"])
-    assert any("batches in progress scored" in c.value for c in at.caption)
+    assert "Expected good lots (scenario)" in labels
+    lots = pd.DataFrame(saved["baseline"]["lots"])
+    # every batch in progress scored at risk 0.5, recorded with its lots
+    in_progress = lots[
+        lots["lot"].isin(pd.read_parquet(scored / "scores" / "batch_scores.parquet")["batch_id"])
+    ]
+    assert len(in_progress) and (in_progress["risk"] == 0.5).all()
+    assert saved["options"]["good_rate"]["batches_scored"] == 4
+    assert any("4 batches in progress count 1 - their predicted" in c.value for c in at.caption)
 
 
 def test_scenario_page_says_when_there_is_no_predicted_risk(env):

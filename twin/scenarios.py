@@ -23,6 +23,10 @@ and of a scenario share their random streams (common random numbers): their diff
 the effect of the events, not noise; :func:`compare` reports paired differences.
 
 Times are hours from the snapshot's *now*.
+
+Besides the KPIs, every replication records its lots (:data:`LOT_COLUMNS`: release, due,
+fill and QA-disposition times, status, whether the twin ended it good, its predicted
+risk), so a planner can see which lots slip and by how much across the replications.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from twin.state import PlantState, validate_state
 
 __all__ = [
     "KPI_NAMES",
+    "LOT_COLUMNS",
     "AssetOutage",
     "DemandChange",
     "FailureRisk",
@@ -59,6 +64,7 @@ __all__ = [
     "Scenario",
     "ScenarioResult",
     "ShiftRemoved",
+    "collect",
     "compare",
     "replication_seeds",
     "run_replication",
@@ -81,6 +87,23 @@ KPI_NAMES = (
     "mean_utilization",
     "mean_availability",
     "wip_at_end",
+)
+
+
+# one row per lot and replication (ScenarioResult.lots); times in hours from the snapshot,
+# NaN when it did not happen within the horizon; finish_h is the QA disposition (or the
+# loss) of the lot, what its due date is held against; sim_good: released (or not yet
+# dispositioned) with no deviation, the definition of a good batch of the outcomes
+LOT_COLUMNS = (
+    "replication",
+    "lot",
+    "release_h",
+    "due_h",
+    "filled_h",
+    "finish_h",
+    "status",
+    "sim_good",
+    "risk",
 )
 
 
@@ -203,13 +226,15 @@ def replication_seeds(seed: int, n: int) -> list[int]:
 
 @dataclass
 class Replication:
-    """The outcome of one replication: KPIs, per-unit figures and (optionally) the schedule."""
+    """The outcome of one replication: KPIs, per-unit figures, its lots (rows of
+    :data:`LOT_COLUMNS` without the replication) and (optionally) the schedule."""
 
     seed: int
     kpis: dict[str, float]
     utilization: dict[str, float]
     availability: dict[str, float]
     schedule: list[tuple] | None = None
+    lots: list[tuple] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- one replication
@@ -386,8 +411,22 @@ def _measure(
     down = dict.fromkeys(line.units, 0.0)
     k = dict.fromkeys(KPI_NAMES, 0.0)
     schedule = [] if keep_schedule else None
+    lots = []
+    nan = math.nan
     good = 0.0
     for b in line.batches:
+        lots.append(
+            (
+                b.id,
+                b.release_h - t0,
+                b.due_h - t0,
+                nan if b.filled_h is None else b.filled_h - t0,
+                nan if b.disposition_h is None else b.disposition_h - t0,
+                b.status,
+                b.disposition in (None, "released") and not b.deviations,
+                batch_risk.get(b.id, nan),
+            )
+        )
         for rec in b.steps:
             busy[rec.unit] += _clip(rec.start_h, rec.released_h, t0, end)
             if schedule is not None and (rec.released_h is None or rec.released_h > t0):
@@ -435,7 +474,7 @@ def _measure(
     k["expected_good_lots"] = good
     k["mean_utilization"] = float(np.mean(list(utilization.values())))
     k["mean_availability"] = float(np.mean(list(availability.values())))
-    return Replication(seed, k, utilization, availability, schedule)
+    return Replication(seed, k, utilization, availability, schedule, lots)
 
 
 # ---------------------------------------------------------------------- a sweep
@@ -451,6 +490,7 @@ class ScenarioResult:
     schedule: pd.DataFrame  # unit, batch_id, step, activity, start_h, end_h (replication 0)
     seconds: float = 0.0
     meta: dict = field(default_factory=dict)
+    lots: pd.DataFrame | None = None  # LOT_COLUMNS, every replication; None: not recorded
 
     def summary(self) -> pd.DataFrame:
         """Mean, standard deviation and 5/50/95 % quantiles of every KPI."""
@@ -606,7 +646,7 @@ def run_scenario(
                     progress(done, replications)
     seconds = time.perf_counter() - t_start
     logger.info("scenario %s: %d replications in %.2f s", name, replications, seconds)
-    return _collect(name, horizon_h, results, seconds, state)
+    return collect(name, horizon_h, results, seconds, state)
 
 
 def _context():
@@ -616,9 +656,10 @@ def _context():
     return get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
-def _collect(
+def collect(
     name: str, horizon_h: float, results: list, seconds: float, state: PlantState
 ) -> ScenarioResult:
+    """A :class:`ScenarioResult` from the replications of one sweep (in seed order)."""
     kpis = pd.DataFrame([{"seed": r.seed, **r.kpis} for r in results])
     utilization = pd.DataFrame([r.utilization for r in results])
     availability = pd.DataFrame([r.availability for r in results])
@@ -638,4 +679,8 @@ def _collect(
         schedule=schedule,
         seconds=seconds,
         meta={"start": state.start, "clock_h": state.clock_h},
+        lots=pd.DataFrame(
+            [(i, *lot) for i, r in enumerate(results) for lot in r.lots],
+            columns=list(LOT_COLUMNS),
+        ),
     )
