@@ -83,9 +83,13 @@ class _Service:
 def _ensure_models(root: Path) -> None:
     """First start: simulate training history, train both families, approve them for the demo.
 
-    The approval is recorded in the registry as an e-signature of the demo QA user with the
-    reason "demo"; on a real site a QA reviewer approves (`biotwin models approve`).
+    The approval is a named demo step, not a QA decision: it is signed in the registry by
+    the demo set-up signer (user ``demo-setup``, "Demo set-up (not a person)", with a
+    one-time random password, see :func:`connectors.security.demo_signer`) with a reason
+    that says so, and the Models page shows it as an automatic demo approval. On a real
+    site a QA reviewer approves (`biotwin models approve`).
     """
+    from connectors.security import DEMO_SIGNER, demo_signer
     from quality.jobs import ensure_training_data, train_all
     from quality.registry import Registry
 
@@ -95,16 +99,23 @@ def _ensure_models(root: Path) -> None:
     with console.status("first start: simulating two years of training history...") as status:
         source = ensure_training_data(root)
         done = train_all(source, registry, progress=status.update)
+    password = None
     for family, (version, metrics) in done.items():
+        how = "already approved"
         if registry.approved(family) is None:
+            how = "approved automatically for the demo (not a QA decision)"
+            password = password or demo_signer(root / "users.toml")
             registry.approve(
                 version,
-                user="qa",
-                password="qa-demo",
-                reason="demo: approved at first start of `biotwin up` (replace on a real site)",
+                user=DEMO_SIGNER,
+                password=password,
+                reason=(
+                    "automatic demo approval by the demo set-up at first start of `biotwin up`: "
+                    "no QA review took place (a QA reviewer approves on a real site)"
+                ),
                 users_file=root / "users.toml",
             )
-        console.print(f"model {version} trained and approved for the demo: {metrics['headline']}")
+        console.print(f"model {version} trained, {how}: {metrics['headline']}")
 
 
 def up(
