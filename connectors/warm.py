@@ -7,7 +7,8 @@ continues the history it follows:
 - first start: the epoch is set ``warm_days`` before now (kept in
   ``<data dir>/twin/epoch.json``); the line is simulated from the epoch to now and loaded into
   the historian (the batches in progress at that moment are still running when the server
-  takes over);
+  takes over), with the plant's batch records up to now (QC results and dispositions
+  taken before biotwin) in ``<data dir>/simulation/batches.parquet``;
 - the server (``serve-opcua --epoch``) replays the same run from the sample after the
   historian's latest one: units are busy and tags move from its first sample on. A run of the
   twin extends a shorter run of the same seed exactly (twin/simulate.py), so the seam is
@@ -158,6 +159,11 @@ def warm_history(
             progress(f"simulating the plant's last {days:.0f} days")
         simulate_to(plant_config(config, epoch), tmp / "twin", days=days, seed=epoch.seed)
         counts = import_simulation(tmp / "twin", historian, progress=progress)
+        # the plant's batch records up to now (QC results and dispositions taken before
+        # biotwin; LIMS / MES data): what the command center knows of finished batches
+        records = historian.root.parent / "simulation"
+        records.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / "twin" / "batches.parquet", records / "batches.parquet")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return counts

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from connectors.batch_states import LIVE, batch_states
 from quality.data import (
     BIN_COLUMNS,
     LIVE_CONTEXT,
@@ -48,8 +49,9 @@ from quality.jobs import asset_score_frame, batch_score_frame, write_drift, writ
 from quality.registry import Registry
 
 __all__ = [
-    "OPEN_DAYS",
     "batch_history_from_historian",
+    "plant_clock",
+    "risk_trend",
     "run_history_from_historian",
     "score_historian",
     "training_history_from_historian",
@@ -57,7 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-OPEN_DAYS = 10.0
 CONDITION_SIGNALS = (
     "vibration",
     "motor_current",
@@ -69,18 +70,30 @@ CONDITION_SIGNALS = (
 )
 
 
+def plant_clock(historian, ctx: pd.DataFrame | None = None) -> pd.Timestamp:
+    """The plant's 'now': the newest sample in the historian, else the newest batch-context
+    start (the served twin's clock runs ahead of the wall clock)."""
+    tags = historian.tags()
+    if len(tags) and tags["last_time"].notna().any():
+        return pd.Timestamp(tags["last_time"].max())
+    ctx = historian.batch_context() if ctx is None else ctx
+    return pd.Timestamp(ctx["start_time"].max()) if len(ctx) else pd.Timestamp.now(tz="UTC")
+
+
 def batch_history_from_historian(
     historian,
     config,
     *,
-    open_days: float = OPEN_DAYS,
+    open_days: float | None = None,
     bin_h: float = 1.0,
     batch_ids=None,
 ) -> BatchHistory:
     """Batches of the historian as a history, without labels.
 
-    By default the open batches (first seen within ``open_days`` of the latest context);
-    with ``batch_ids``, those of them the historian has context for. The history carries
+    By default the live plant's batches: in progress or awaiting disposition, active within
+    ``open_days`` (default: the live window, 2 days) of the plant's clock (the newest sample;
+    :func:`connectors.batch_states.batch_states`); with ``batch_ids``, those of them the
+    historian has context for. The history carries
     the tags of :func:`quality.data.live_tags` that the store holds and, as context,
     :data:`quality.data.LIVE_CONTEXT`: the production unit (missing until the batch entered
     one); the batch context records hold no lot attributes.
@@ -94,10 +107,12 @@ def batch_history_from_historian(
     ctx = stored[stored["batch_id"].notna() & (stored["state"] == "running")]
     if ctx.empty:
         raise InputError("historian: no batch context stored yet (is the ingest running?)")
-    latest = ctx["start_time"].max()
     first = ctx.groupby("batch_id")["start_time"].min()
     if batch_ids is None:
-        open_ids = first.index[first >= latest - pd.Timedelta(days=open_days)]
+        states = batch_states(stored, config, plant_clock(historian, stored), open_days)
+        open_ids = states.index[states["state"].isin(LIVE)]
+        first = first[open_ids].sort_values()
+        open_ids = first.index
     else:
         open_ids = first.index[first.index.isin(list(batch_ids))]
         first = first[open_ids].sort_values()
@@ -349,12 +364,20 @@ def score_historian(
     now = pd.Timestamp(datetime.now(UTC)).floor("ms")
     dev, dev_meta = registry.load_approved("deviation")
     mnt, mnt_meta = registry.load_approved("maintenance")
+    ctx = historian.batch_context()
+    clock = plant_clock(historian, ctx)
     history = batch_history_from_historian(historian, config)
     scores = dev.predict(history).reset_index()
-    ctx = historian.batch_context()
+    states = batch_states(ctx, config, clock)
     last_unit = ctx.sort_values("start_time").groupby("batch_id")["unit"].last()
     scores.insert(1, "unit", scores["batch_id"].map(last_unit))
-    scores = batch_score_frame(scores, dev_meta, now)
+    scores.insert(2, "state", scores["batch_id"].map(states["state"]))
+    scores.insert(3, "last_seen", scores["batch_id"].map(states["last_seen"]))
+    scores = batch_score_frame(scores, dev_meta, now).assign(plant_time=clock)
+    trend = risk_trend(dev, history, scores).assign(
+        model_version=dev_meta["version"], scored_at=now, plant_time=clock
+    )
+    write_parquet(trend, out_dir / "batch_risk_trend.parquet")
     runs = run_history_from_historian(historian, config)
     asset_scores = asset_score_frame(mnt.predict(runs), mnt_meta, now)
     write_parquet(scores, out_dir / "batch_scores.parquet")
@@ -368,6 +391,37 @@ def score_historian(
         X = dev.features_at(history, half, 0.5) if len(half) else pd.DataFrame()
         write_drift(out_dir, now, X, dev_meta, performance)
     return scores, asset_scores
+
+
+def risk_trend(model, history: BatchHistory, scores: pd.DataFrame, step: float = 0.05):
+    """Each scored batch's risk over its run so far: the model at every ``step`` of progress
+    up to the batch's own (each point sees only the data recorded by then).
+
+    Returns
+    -------
+    pandas.DataFrame
+        batch_id, progress, batch_time_h, p_deviation.
+    """
+    ids, points = [], []
+    for batch_id, progress in zip(scores["batch_id"], scores["progress"], strict=True):
+        if not progress > 0:
+            continue
+        grid = np.arange(step, progress, step)
+        grid = np.append(grid[grid < progress - 1e-9], progress)
+        ids += [batch_id] * len(grid)
+        points.append(grid)
+    if not ids:
+        return pd.DataFrame(columns=["batch_id", "progress", "batch_time_h", "p_deviation"])
+    progress = np.concatenate(points)
+    p = model.score(history, ids, progress)
+    return pd.DataFrame(
+        {
+            "batch_id": ids,
+            "progress": progress,
+            "batch_time_h": progress * model.featurizer.nominal_h,
+            "p_deviation": p,
+        }
+    )
 
 
 def _performance(historian, config, dev, meta, outcomes, batch_col, label_col) -> dict:

@@ -315,16 +315,24 @@ def test_triage_shows_scores_and_the_batch_against_the_golden_envelope(scored):
     at = AppTest.from_file(str(PAGES / "triage.py"), default_timeout=60).run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert {"p_deviation", "likely_class", "confidence", "reasons"} <= set(table.columns)
-    scored_rows = table[table["p_deviation"].notna()]
-    assert len(scored_rows) and (scored_rows["likely_class"] == "do_excursion").all()
-    assert scored_rows["confidence"].str.startswith("low: AIC-2012.PV").sum() == 1
-    # the riskiest batch first, in the detail: score, class, confidence, reasons, envelope
-    flagged = scored_rows.loc[scored_rows["confidence"].str.startswith("low"), "batch_id"]
+    assert {"Risk of deviation", "Likely deviation", "Confidence", "State"} <= set(table.columns)
+    # only the live plant: batches in progress or awaiting disposition, each scored here
+    assert set(table["State"]) <= {"In progress", "Awaiting disposition"}
+    scored_rows = table[table["Risk of deviation"] != "—"]
+    assert len(scored_rows) >= 1 and (scored_rows["Risk of deviation"] == "50%").all()
+    assert (scored_rows["Likely deviation"] == "DO excursion").all()
+    assert (table["Risk of deviation"] != "—").is_monotonic_decreasing  # scored first
+    assert (table.loc[table["Risk of deviation"] == "—", "Likely deviation"] == "—").all()
+    assert table["Confidence"].str.startswith("low: AIC-2012.PV").sum() == 1
+    text = " ".join(str(v) for v in table.drop(columns="Risk over the batch").to_numpy().ravel())
+    assert "None" not in text and "nan" not in text
+    # the flagged batch in the detail: score, class, confidence, reasons, envelope
+    flagged = table.loc[table["Confidence"].str.startswith("low"), "Batch"]
     at.selectbox(key="tr_batch").set_value(flagged.iloc[0]).run()
     assert not at.exception
     labels = {m.label: m.value for m in at.metric}
-    assert labels["P(deviation)"] == "0.50" and labels["Predicted class"] == "do_excursion"
+    assert labels["Risk of deviation (calibrated)"] == "50%"
+    assert labels["Likely deviation"] == "DO excursion"
     assert labels["Confidence"] == "low"
     assert any("AIC-2012.PV" in w.value for w in at.warning)
     assert any("DO below envelope for 3.2 h in growth" in m.value for m in at.markdown)

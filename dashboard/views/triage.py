@@ -11,9 +11,11 @@ from connectors.historian import Historian, HistorianError
 from dashboard.audit import AuditTrail
 from dashboard.disposition import disposition_form
 from dashboard.envelope import KEY_SIGNALS, LABELS, golden_envelope, trajectory
+from dashboard.localtime import local_text
 from dashboard.plant import data_dir
+from dashboard.review import review_queue
 from dashboard.session import config, historian, roles
-from dashboard.whatif import batch_outcomes, read_scores
+from dashboard.whatif import batch_outcomes
 
 
 @st.cache_data(ttl=600, show_spinner="golden-batch envelope")
@@ -23,11 +25,19 @@ def envelope(store: str, batch_ids: tuple[str, ...], stamp: int) -> pd.DataFrame
     return golden_envelope(Historian(f"{store}/historian"), config(), batch_ids)
 
 
+def percent(value) -> str:
+    """A fraction as a whole percentage ("—" when unknown)."""
+    return "—" if value is None or pd.isna(value) else f"{value:.0%}"
+
+
 def confidence(row) -> str:
-    if row.get("low_confidence") is True or row.get("low_confidence") == 1:
-        sensors = row.get("suspect_sensors") or "unnamed sensors"
-        return f"low: {sensors}"
-    return "ok" if pd.notna(row.get("low_confidence")) else ""
+    """Low (and why), ok, or "" when the batch has no score."""
+    flag = row.get("low_confidence")
+    if flag is None or pd.isna(flag):
+        return ""
+    if bool(flag):
+        return f"low: {row.get('suspect_sensors') or 'unnamed sensors'}"
+    return "ok"
 
 
 st.title("Batch triage")
@@ -36,79 +46,95 @@ trail = AuditTrail(store / "audit", store / "users.toml")
 
 h = historian()
 ctx = h.batch_context()
-batches = (
-    ctx.dropna(subset=["batch_id"])
-    .groupby("batch_id")
-    .agg(
-        first_seen=("start_time", "min"),
-        last_seen=("start_time", "max"),
-        unit=("unit", "last"),
-        phase=("phase", "last"),
-    )
-)
-scores, scores_msg = read_scores(store, "batch")
-if scores is not None:
-    scores = scores.drop_duplicates("batch_id", keep="last").set_index("batch_id")
-    scores = scores.drop(columns=[c for c in ("unit",) if c in scores.columns])
-    scores["confidence"] = [confidence(r) for _, r in scores.iterrows()]
-    batches = batches.join(scores, how="left").sort_values(
-        ["p_deviation", "last_seen"], ascending=[False, False], na_position="last"
-    )
-else:
-    st.info(
-        "No model scores in the store yet (the predictive-quality models are being built): "
-        "batches are listed most recent first, without a predicted risk."
-    )
-    batches = batches.sort_values("last_seen", ascending=False)
 decided = trail.decisions()
-batches["decision"] = [decided.get(b, {}).get("decision") for b in batches.index]
-shown = [
-    c
-    for c in (
-        "unit",
-        "phase",
-        "last_seen",
-        "p_deviation",
-        "likely_class",
-        "p_class",
-        "confidence",
-        "reasons",
-        "titer_pred",
-        "decision",
-        "model_version",
-    )
-    if c in batches.columns
-]
+review = review_queue(store, h, config(), decided, ctx=ctx)
+batches = review.queue
+now_text = local_text(review.clock)
+fresh = (
+    f"scores of {local_text(review.scored_at)}" if review.scored_at is not None else "no scores yet"
+)
+st.caption(
+    f"The live plant at {now_text} (newest data in the historian; {fresh}): batches in "
+    f"progress and batches finished in the last {review.window_days:g} days that await a "
+    "QA disposition, highest predicted risk first."
+)
+if review.note:
+    st.info(f"No predicted risk: {review.note}. Batches are listed without one.")
+if batches.empty:
+    st.info("No batch of the live plant is in progress or awaiting disposition.")
+table = pd.DataFrame(
+    {
+        "Batch": batches.index,
+        "State": batches["state"].str.capitalize(),
+        "Unit": batches["unit"],
+        "Phase": batches["phase"].fillna("—").str.replace("_", " "),
+        "Progress": [percent(v) for v in batches["progress"]],
+        "Risk of deviation": [percent(v) for v in batches["p_deviation"]],
+        "Risk over the batch": batches["trend"],
+        "Likely deviation": batches["class_words"],
+        "Confidence": [confidence(r) or "—" for _, r in batches.iterrows()],
+        "Last data": [local_text(t) for t in batches["last_seen"]],
+        "Decision": batches["decision"].fillna("—"),
+    }
+)
 st.dataframe(
-    batches.reset_index()[["batch_id", *shown]],
+    table,
     hide_index=True,
     width="stretch",
     column_config={
-        "p_deviation": st.column_config.ProgressColumn(
-            "P(deviation)", min_value=0.0, max_value=1.0, format="%.2f"
+        "Risk of deviation": st.column_config.TextColumn(
+            "Risk of deviation (calibrated)",
+            help="Calibrated probability that the batch ends with a deviation, from the "
+            "approved model, on the data recorded so far",
         ),
-        "likely_class": "predicted class",
-        "p_class": st.column_config.NumberColumn("P(class)", format="%.2f"),
+        "Risk over the batch": st.column_config.LineChartColumn(
+            "Risk over the batch (0-1)", y_min=0.0, y_max=1.0
+        ),
     },
 )
+if len(review.backlog):
+    with st.expander(
+        f"{len(review.backlog)} earlier batches finished without a disposition in biotwin"
+    ):
+        st.caption(
+            "Finished before the live window: dispositioned outside biotwin, or overdue. "
+            "They can still be dispositioned below."
+        )
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "Batch": review.backlog.index,
+                    "Last unit": review.backlog["unit"],
+                    "Finished": [local_text(t) for t in review.backlog["finished_time"]],
+                }
+            ),
+            hide_index=True,
+            width="stretch",
+        )
 
 st.subheader("Batch detail")
 pick = st.selectbox("Batch", list(batches.index), key="tr_batch")
 if pick is not None:
     row = batches.loc[pick]
-    if scores is not None and pd.notna(row.get("p_deviation")):
-        m1, m2, m3 = st.columns(3)
-        m1.metric("P(deviation)", f"{row['p_deviation']:.2f}")
-        cls = row.get("likely_class")
+    st.caption(
+        f"{pick}: {row['state']}, last on {row['unit']} ({str(row['phase']).replace('_', ' ')}), "
+        f"first data {local_text(row['first_seen'])}, last data {local_text(row['last_seen'])}."
+    )
+    if pd.notna(row.get("p_deviation")):
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Risk of deviation (calibrated)", f"{row['p_deviation']:.0%}")
+        m2.metric("Progress", f"{row['progress']:.0%}" if pd.notna(row["progress"]) else "—")
         p_cls = row.get("p_class")
-        m2.metric(
-            "Predicted class",
-            cls if isinstance(cls, str) and cls else "none likely",
-            f"P(class) {p_cls:.2f}" if pd.notna(p_cls) else None,
+        m3.metric(
+            "Likely deviation",
+            row["class_words"].split(" (")[0],
+            f"{p_cls:.0%} of deviations like this" if pd.notna(p_cls) else None,
             delta_color="off",
         )
-        low = row.get("low_confidence") in (True, 1)
-        m3.metric("Confidence", "low" if low else "ok")
+        low = confidence(row).startswith("low")
+        m4.metric("Confidence", "low" if low else "ok")
+        if row["class_words"] != "—":
+            st.caption(f"Usual root cause: {row['class_words'].split(' (', 1)[-1].rstrip(')')}.")
         if low:
             st.warning(
                 "Low confidence: an input sensor looks faulty "
@@ -117,9 +143,12 @@ if pick is not None:
             )
         reasons = [r.strip() for r in str(row.get("reasons") or "").split(";") if r.strip()]
         if reasons:
-            st.markdown("**Why**\n" + "\n".join(f"- {r}" for r in reasons))
-    elif scores is None:
-        st.caption(f"No predicted risk: {scores_msg}.")
+            st.markdown(
+                "**Why** (each reason's share of the risk in log-odds)\n"
+                + "\n".join(f"- {r}" for r in reasons)
+            )
+    else:
+        st.caption(f"No predicted risk: {review.note or 'this batch has not been scored yet'}.")
     outcomes = batch_outcomes(store)
     good = outcomes.loc[outcomes["good"].astype(bool), "batch_id"]
     good = tuple(sorted(set(good) - {pick}))

@@ -1,0 +1,113 @@
+"""The live plant's batches: one rule for scoring and QA triage (connectors/batch_states.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from connectors.batch_states import (
+    AWAITING,
+    FINISHED,
+    IN_PROGRESS,
+    INCOMPLETE,
+    batch_states,
+    live_window_days,
+)
+from dashboard.review import class_in_words
+
+T0 = pd.Timestamp("2026-12-01T00:00:00Z")
+
+
+def rec(batch, unit, phase, start_h, end_h, state="running"):
+    return {
+        "batch_id": batch,
+        "unit": unit,
+        "recipe": "r",
+        "phase": phase,
+        "state": state,
+        "start_time": T0 + pd.Timedelta(hours=start_h),
+        "end_time": pd.NaT if end_h is None else T0 + pd.Timedelta(hours=end_h),
+    }
+
+
+@pytest.fixture
+def ctx():
+    return pd.DataFrame(
+        [
+            # finished (last phase of filling ended) 10 h before the clock
+            rec("A", "BR-201", "fed_batch", 0, 50),
+            rec("A", "FL-701", "filling", 60, 65),
+            rec("A", "FL-701", "reconciliation", 65, 66),
+            # filling, but not its last phase yet: in progress
+            rec("B", "FL-701", "filling", 70, None),
+            # cut off at the end of loaded history long ago: incomplete, never open
+            rec("C", "BR-202", "fed_batch", -200, -150),
+            # finished 5 days before the clock: out of the live window
+            rec("D", "FL-701", "reconciliation", -40, -44 + 4),
+            # between units (no open record), last active 20 h ago: in progress
+            rec("E", "HC-301", "flush", 40, 56),
+            # not a batch: CIP
+            rec("A", "FL-701", "cip", 66, 68, state="cip"),
+        ]
+    )
+
+
+def test_states_of_the_live_plant(ctx, config):
+    now = T0 + pd.Timedelta(hours=76)
+    states = batch_states(ctx, config, now, window_days=2)
+    assert states.loc["A", "state"] == AWAITING
+    assert states.loc["B", "state"] == IN_PROGRESS
+    assert states.loc["C", "state"] == INCOMPLETE
+    assert states.loc["D", "state"] == FINISHED
+    assert states.loc["E", "state"] == IN_PROGRESS
+    assert states.loc["A", "finished_time"] == T0 + pd.Timedelta(hours=66)
+    assert states.loc["B", "last_seen"] == now  # an open record runs to the clock
+    # a day later E has been quiet for 44 h: still in the 2-day window; 3 days later not
+    later = batch_states(ctx, config, now + pd.Timedelta(days=3), window_days=2)
+    assert later.loc["E", "state"] == INCOMPLETE
+    assert later.loc["A", "state"] == FINISHED
+
+
+def test_records_after_the_clock_do_not_count(ctx, config):
+    early = batch_states(ctx, config, T0 + pd.Timedelta(hours=65.5), window_days=2)
+    assert early.loc["A", "state"] == IN_PROGRESS  # reconciliation not ended by then
+    assert "B" not in early.index
+
+
+def test_the_live_window_is_configurable_and_checked(monkeypatch):
+    monkeypatch.setenv("BIOTWIN_LIVE_DAYS", "3.5")
+    assert live_window_days() == 3.5
+    monkeypatch.setenv("BIOTWIN_LIVE_DAYS", "-1")
+    with pytest.raises(ValueError, match=r"BIOTWIN_LIVE_DAYS.*'-1'"):
+        live_window_days()
+
+
+def test_deviation_classes_in_words(config):
+    assert class_in_words("ph_drift", config) == "pH drift (pH probe calibration drift)"
+    assert class_in_words("do_crash", config).startswith("DO crash (")
+    assert class_in_words("raw_material", config).startswith("Raw material (")
+    assert class_in_words(None, config) == "—"
+
+
+def test_scoring_scores_only_the_live_plant(tmp_path, config):
+    """A store whose history ends mid-batch long ago and then goes on: the old open batch is
+    not scored, the recent ones are."""
+    from connectors.historian import Historian
+    from connectors.twin_import import import_simulation
+    from connectors.warm import close_open_context
+    from quality.live import batch_history_from_historian, plant_clock
+
+    historian = Historian(tmp_path / "historian")
+    import_simulation(Path(__file__).resolve().parents[1] / "sample_data" / "twin", historian)
+    close_open_context(historian)
+    ctx = historian.batch_context()
+    assert not ctx["end_time"].isna().any()
+    clock = plant_clock(historian, ctx)
+    history = batch_history_from_historian(historian, config)
+    states = batch_states(ctx, config, clock)
+    scored = set(history.outcomes.index)
+    assert scored and scored == set(states.index[states["state"].isin([IN_PROGRESS, AWAITING])])
+    last = states.loc[list(scored), "last_seen"]
+    assert (last >= clock - pd.Timedelta(days=2)).all()
