@@ -26,6 +26,7 @@ page = st.navigation(
         st.Page(HERE / "views" / "scenarios.py", title="Downtime scenarios"),
         st.Page(HERE / "views" / "models.py", title="Models"),
         st.Page(HERE / "views" / "trends.py", title="Trends"),
+        st.Page(HERE / "views" / "events.py", title="Alarms & events"),
     ]
 )
 page.run()

@@ -228,6 +228,45 @@ class AuditTrail:
             for r in self.records()
         )
 
+    def acknowledge(
+        self,
+        *,
+        user: str,
+        event_id: str,
+        message: str,
+        batch_id: str | None = None,
+        roles=("qa", "engineer", "maintenance"),
+    ) -> dict:
+        """Record that ``user`` acknowledged an alarm or event (no password: an
+        acknowledgement says "seen", it is not a signature).
+
+        The record has action ``acknowledge``, the event's id in ``decision``, its message
+        in ``reason`` and the batch it concerns, if any, in ``batch_id``.
+
+        Raises
+        ------
+        SignatureError
+            If ``user`` is not in users.toml or has none of ``roles`` (nothing recorded).
+        ValueError
+            If ``event_id`` is empty (nothing recorded).
+        """
+        if not event_id.strip():
+            raise ValueError("event_id: must not be empty; got ''")
+        entry = load_users(self.users_file).get(user)
+        if entry is None or not set(roles) & set(entry.get("roles", [])):
+            raise SignatureError(
+                f"acknowledgement refused: user {user!r} needs one of the roles "
+                f"{', '.join(roles)}; has {', '.join((entry or {}).get('roles', [])) or 'none'}"
+            )
+        return self._append(
+            user=user,
+            action="acknowledge",
+            batch_id=batch_id,
+            decision=event_id,
+            reason=message,
+            meaning="acknowledged: seen, action taken or none needed",
+        )
+
     def verify(self) -> Verification:
         """Re-compute the chain; the first record that does not match is reported."""
         prev = GENESIS

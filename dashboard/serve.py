@@ -29,6 +29,7 @@ PRELOAD = (  # what the pages import (dashboard/views/*.py and the modules they 
     "pyarrow",
     "dashboard.audit",
     "dashboard.envelope",
+    "dashboard.events",
     "dashboard.maintenance",
     "dashboard.plant",
     "dashboard.saved",
