@@ -76,8 +76,14 @@ def test_overview_shows_every_unit(env):
     at = AppTest.from_file(str(PAGES / "overview.py"), default_timeout=60).run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert len(table) == 12 and {"state", "batch_id", "availability"} <= set(table.columns)
-    assert any("units running" in m.label for m in at.metric)
+    assert len(table) == 12 and {"State", "Batch", "Availability, last 7 days"} <= set(
+        table.columns
+    )
+    assert any(m.label == "Units running" for m in at.metric)
+    assert table["State"].str.contains("Running a batch|Idle|Cleaning|Sterilising|Down").all()
+    text = " ".join(table.astype(str).drop(columns="Utilisation, last 7 days").to_numpy().ravel())
+    assert "None" not in text and "nan" not in text and "_" not in text
+    assert any(s.value.startswith("Data: ") for s in [*at.success, *at.warning])
 
 
 def test_scenario_page_runs_and_compares(env):

@@ -6,8 +6,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from dashboard.localtime import local, local_text, plant_tz
 from dashboard.plant import availability, plant_now, unit_status
 from dashboard.session import config, historian
+from dashboard.trends import eng_unit_label, freshness
 
 KEY_TAGS = {  # unit kind -> the signals shown as sparklines
     "bioreactor": ["temperature", "do", "ph"],
@@ -15,8 +17,22 @@ KEY_TAGS = {  # unit kind -> the signals shown as sparklines
     "sterile_filter": ["differential_pressure"],
     "filler": ["fill_weight"],
 }
+#: unit states in words, with a colour each (the legend under the table)
+STATES = {
+    "running": ("Running a batch", "🟢"),
+    "idle": ("Idle", "⚪"),
+    "cip": ("Cleaning (CIP)", "🔵"),
+    "sip": ("Sterilising (SIP)", "🔵"),
+    "pm": ("Planned maintenance", "🟡"),
+    "repair": ("Down for repair", "🔴"),
+}
 
 st.title("Plant overview")
+
+
+def _state(code: str) -> str:
+    words, dot = STATES.get(code, (str(code).replace("_", " ").capitalize(), "⚫"))
+    return f"{dot} {words}"
 
 
 @st.fragment(run_every="10s")
@@ -25,6 +41,10 @@ def live() -> None:
     h = historian()
     ctx, tags = h.batch_context(), h.tags()  # read once for the status, table and tags
     now = plant_now(ctx, tags)
+    fresh = freshness(h, tags)
+    (st.success if fresh.live else st.warning)(
+        f"Data: {fresh.text}. Plant time {local_text(now)} (newest sample in the historian)."
+    )
     status = unit_status(h, plant, now, ctx=ctx)
     if status["since"].isna().all():
         st.info(
@@ -33,20 +53,45 @@ def live() -> None:
         )
     cols = st.columns(4)
     counts = status["state"].value_counts()
-    for col, state in zip(cols, ("running", "idle", "cip", "repair"), strict=True):
-        col.metric(f"units {state}", int(counts.get(state, 0)))
+    for col, (state, label) in zip(
+        cols,
+        (("running", "Units running"), ("idle", "Units idle"), ("cip", "Units cleaning"),
+         ("repair", "Units down")),
+        strict=True,
+    ):  # fmt: skip
+        col.metric(label, f"{int(counts.get(state, 0))} of {len(status)}")
     avail = availability(h, plant, days=7, ctx=ctx, now=now)
     table = status.merge(avail, on="unit")
+    names = {u.id: f"{u.id} ({u.unit_class.replace('_', ' ')})" for u in plant.units}
+    shown = pd.DataFrame(
+        {
+            "Unit": table["unit"].map(lambda u: names.get(u, u)),
+            "State": table["state"].map(_state),
+            "Batch": table["batch_id"].fillna("—"),
+            "Phase": table["phase"].fillna("—").str.replace("_", " "),
+            "Since": [local_text(t) for t in table["since"]],
+            "Utilisation, last 7 days": table["utilization"],
+            "Availability, last 7 days": [f"{v:.1%}" for v in table["availability"]],
+        }
+    )
     st.dataframe(
-        table,
+        shown,
         hide_index=True,
+        width="stretch",
         column_config={
-            "utilization": st.column_config.ProgressColumn(
-                "utilization (7 d)", min_value=0, max_value=1
+            "Utilisation, last 7 days": st.column_config.ProgressColumn(
+                "Utilisation, last 7 days (%)",
+                min_value=0,
+                max_value=1,
+                format="percent",
+                help="Share of the last 7 days (plant time) the unit was running a batch",
             ),
-            "availability": st.column_config.NumberColumn("availability (7 d)", format="%.3f"),
         },
     )
+    st.caption(
+        "States: " + " · ".join(f"{dot} {words}" for words, dot in STATES.values())
+        + f". Times in {plant_tz()}."
+    )  # fmt: skip
     if len(tags) and tags["last_time"].notna().any():
         end = pd.Timestamp(tags["last_time"].max())
         wanted = []
@@ -54,24 +99,29 @@ def live() -> None:
             spec = plant.unit_classes[unit.unit_class]
             for sig in spec.signals:
                 if sig.name in KEY_TAGS.get(spec.kind, []):
-                    wanted.append((unit.id, sig.tag.format(n=unit.loop_number), sig.name))
-        names = [t for _, t, _ in wanted if t in set(tags["tag"])]
+                    tag = sig.tag.format(n=unit.loop_number)
+                    unit_label = eng_unit_label(sig.eng_unit, sig.description)
+                    wanted.append((unit.id, tag, f"{unit.id} {sig.description} ({unit_label})"))
+        present = set(tags["tag"])
+        names = [t for _, t, _ in wanted if t in present]
         if names:
             data = h.query(names, end - pd.Timedelta(hours=12), end, resample="10min")
-            label = {t: f"{u} {n}" for u, t, n in wanted}
+            label = {t: text for _, t, text in wanted}
             data["series"] = data["tag"].map(label)
+            data["time"] = local(data["time"])
             fig = px.line(
                 data,
                 x="time",
                 y="value",
                 facet_col="series",
-                facet_col_wrap=4,
-                height=120 * (len(names) // 4 + 1),
+                facet_col_wrap=3,
+                facet_row_spacing=0.08,
+                height=170 * (len(names) // 3 + 1),
             )
             fig.update_yaxes(matches=None, title=None)
             fig.update_xaxes(title=None)
             fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-            st.subheader("Key tags, last 12 h")
+            st.subheader("Key tags, last 12 h of plant time (10-minute means)")
             st.plotly_chart(fig, width="stretch")
 
 
