@@ -7,6 +7,11 @@ replications"), with nothing cached (``BIOTWIN_PREFETCH_BASELINE=0``) and with t
 prefetched while the user fills in the form for 3 s. Goals (issue 5): first render < 2 s;
 scenario < 3 s.
 
+Also, without a browser: the Trends page's data for 10 tags over 30 days (historian read
+and DuckDB min/max buckets, :func:`dashboard.trends.trend_data`), median of ``--rounds``
+runs after one warm-up, and a whole run of the page's script with them (AppTest: reads,
+data, the plotly figure sent). Goal: <= 1.5 s. ``--trends-only`` measures only these.
+
 Two clocks per figure (both printed):
 
 - in the page: a MutationObserver notes (``Date.now()``) the first animation frame whose
@@ -17,7 +22,8 @@ Two clocks per figure (both printed):
   (it re-checks after 100, 250, 500 ms, then every 1 s), so it lies up to ~1 s after the
   page shows the text: an upper bound.
 
-Usage: ``python benchmarks/bench_dashboard.py [--rounds 3]`` (needs /usr/bin/chromium)
+Usage: ``python benchmarks/bench_dashboard.py [--rounds 3] [--trends-only]`` (needs
+/usr/bin/chromium, except with ``--trends-only``)
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 from _machine import machine
 
 from dashboard.cli import _streamlit_command
@@ -103,21 +110,85 @@ def server(store: Path, prefetch: bool):
         proc.wait(timeout=20)
 
 
-def main() -> None:
-    from playwright.sync_api import expect, sync_playwright
+def trend_data_times(store: Path, rounds: int) -> list[float]:
+    """Seconds of :func:`dashboard.trends.trend_data` for 10 tags over the last 30 days of
+    the store, ``rounds`` times after one warm-up run."""
+    from connectors.historian import Historian
+    from dashboard.trends import trend_data
 
+    h = Historian(store / "historian")
+    tags = h.tags()
+    names = list(tags.loc[tags["unit"] == "BR-201", "tag"][:10])
+    end = tags["last_time"].max()
+    start = end - pd.Timedelta(days=30)
+    trend_data(h, names, start, end)
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        trend = trend_data(h, names, start, end)
+        times.append(time.perf_counter() - t0)
+    print(
+        f"trend data, {len(names)} tags x 30 days ({trend.samples:,} samples, "
+        f"{len(trend.lines):,} points drawn): {statistics.median(times):.2f} s ("
+        + ", ".join(f"{t:.2f}" for t in times)
+        + ")"
+    )
+    return times
+
+
+def trend_page_times(store: Path, rounds: int) -> list[float]:
+    """Seconds of a whole run of the Trends page script (server side, Streamlit's AppTest:
+    historian reads, trend data, the plotly figure sent) with 10 tags over the last 30 days;
+    ``rounds`` reruns after the run that chose them."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["BIOTWIN_DATA_DIR"] = str(store)
+    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "trends.py"), default_timeout=120)
+    at.run()
+    labels = list(at.multiselect(key="tr_tags").options)
+    br = [o for o in labels if o.startswith(("TIC-201", "AIC-201", "SIC-201", "FIC-201"))]
+    picked = list(dict.fromkeys(br + labels))[:10]
+    at.multiselect(key="tr_tags").set_value(picked)
+    at.radio(key="tr_range").set_value("Last 30 days")
+    at.run()
+    if at.exception:
+        raise RuntimeError(f"the Trends page failed: {at.exception[0].message}")
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - t0)
+    print(
+        f"Trends page run (AppTest, server side), {len(picked)} tags x 30 days: "
+        f"{statistics.median(times):.2f} s (" + ", ".join(f"{t:.2f}" for t in times) + ")"
+    )
+    return times
+
+
+def main() -> None:
     from connectors.historian import Historian
     from connectors.security import ensure_demo_users
     from connectors.twin_import import import_simulation
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trends-only", action="store_true", help="no browser: trend data")
     args = parser.parse_args()
     print(machine())
+    if args.trends_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Path(tmp)
+            import_simulation(ROOT / "sample_data" / "twin", Historian(store / "historian"))
+            trend_data_times(store, max(args.rounds, 5))
+            trend_page_times(store, max(args.rounds, 5))
+        return
+    from playwright.sync_api import expect, sync_playwright
+
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         store = Path(tmp)
         import_simulation(ROOT / "sample_data" / "twin", Historian(store / "historian"))
         ensure_demo_users(store / "users.toml")
+        trend_data_times(store, max(args.rounds, 5))
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
         )
