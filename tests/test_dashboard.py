@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -179,10 +180,15 @@ def test_pm_window_prefers_a_start_that_misses_fewer_due_dates(config, store):
     table = best_pm_window(
         config, state, "BR-201/agitator", days=2, step_h=24, replications=10, horizon_days=10
     )
-    assert list(table.columns[:3]) == ["start_h", "due_dates_missed", "completed"]
+    assert {"start_h", "due_dates_missed", "completed", "vs_best_lo"} <= set(table.columns)
     assert len(table) == 3 and set(table["start_h"]) == {0.0, 24.0, 48.0}
     first = table.iloc[0]
     assert (first["due_dates_missed"] <= table["due_dates_missed"]).all()
+    # against itself the best has no difference; the others' paired intervals are ordered
+    assert first["vs_best"] == 0 and not first["clearly_worse"]
+    assert (table["vs_best_lo"] <= table["vs_best"]).all()
+    assert (table["vs_best"] <= table["vs_best_hi"]).all()
+    assert (table["missed_p10"] <= table["missed_p90"]).all()
 
 
 def test_asset_page_finds_a_window(env):
@@ -192,7 +198,22 @@ def test_asset_page_finds_a_window(env):
     at.number_input[2].set_value(10)
     at.button[0].click().run()
     assert not at.exception
-    assert any("Start the PM of BR-201/agitator" in s.value for s in at.success)
+    best = next(s.value for s in at.success if s.value.startswith("Start the PM of BR-201"))
+    assert re.search(r"on \w{3} \d\d \w{3} 20\d\d \d\d:\d\d", best)  # a date, not "in 96 h"
+    assert "10–90 % of replications" in best
+    table = at.dataframe[-1].value
+    assert {"PM start", "vs best (90 % interval)"} <= set(table.columns)
+    assert table["vs best (90 % interval)"].iloc[0].startswith("+0.00")
+
+
+def test_asset_health_is_sorted_by_risk_in_words(scored):
+    at = AppTest.from_file(str(PAGES / "assets.py"), default_timeout=60).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    risk = table["Failure risk, next 7 days"].str.rstrip("%").astype(float)
+    assert risk.is_monotonic_decreasing and table["Asset"].iloc[0] == "XX-999 · none"
+    text = " ".join(table.astype(str).to_numpy().ravel())
+    assert "None" not in text and "nan" not in text and "_" not in text
 
 
 @pytest.fixture
