@@ -14,9 +14,10 @@ $(NODE_STAMP): connectors/interop/package-lock.json
 	touch $(NODE_STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "installing biotwin's Python packages into $(VENV) (a minute or two on a fresh machine)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --progress-bar off -e '.[test]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -10,12 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from connectors.cli import DataDir, data_dir
 
@@ -43,12 +45,18 @@ def dashboard(
     raise typer.Exit(subprocess.call(_streamlit_command(port), env=env))
 
 
+#: first words of a log line that reports a failure (an uncaught exception's last line)
+ERROR_PREFIXES = ("Traceback", "Error:", "error:")
+
+
 class _Service:
     """A child process that is restarted (and reported) when it dies."""
 
     def __init__(self, name: str, argv: list[str], env: dict, logs: Path) -> None:
         self.name, self.argv, self.env = name, argv, env
         self.log = logs / f"{name}.log"
+        # errors of earlier runs are in the log already: report only new ones
+        self._seen = self.log.stat().st_size if self.log.exists() else 0
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
 
@@ -60,7 +68,27 @@ class _Service:
             self.argv, env=self.env, stdout=out, stderr=out, start_new_session=True
         )
 
+    def errors(self) -> list[str]:
+        """Lines logged since the last call that report an error (ERROR, CRITICAL, a
+        traceback's last line), so that the terminal shows a failing service, not only its
+        log."""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self._seen)
+                data = f.read()
+                self._seen = f.tell()
+        except OSError:
+            return []
+        lines = data.decode("utf-8", "replace").splitlines()
+        return [
+            line.strip()
+            for line in lines
+            if " ERROR " in line or " CRITICAL " in line or line.startswith(ERROR_PREFIXES)
+        ]
+
     def check(self) -> None:
+        for line in self.errors():
+            console.print(f"[red]{self.name}: {escape(line[:300])}[/] (log {self.log})")
         if self.proc is not None and self.proc.poll() is not None:
             code = self.proc.returncode
             self.restarts += 1
@@ -80,6 +108,88 @@ class _Service:
                 self.proc.kill()
 
 
+#: the first start's steps and their usual seconds on a 2-core machine (for "time left")
+FIRST_START_STEPS = {
+    "simulating two years of training history": 25,
+    "reading batch histories": 10,
+    "training the deviation model": 50,
+    "reading asset histories": 5,
+    "training the maintenance model": 35,
+}
+
+
+class _Steps:
+    """A status line that names the step, counts steps and shows the time taken and, from
+    the usual durations, the time left; refreshed every second (no silent spinner)."""
+
+    def __init__(self, usual: dict[str, float]) -> None:
+        self.usual, self.names = usual, list(usual)
+        self.step, self.t0, self.t_step = "", time.monotonic(), time.monotonic()
+        self._stop = threading.Event()
+
+    def __call__(self, step: str) -> None:
+        if self.step:
+            console.print(f"  done: {self.step} ({time.monotonic() - self.t_step:.0f} s)")
+        self.step, self.t_step = step, time.monotonic()
+
+    def _text(self) -> str:
+        k = self.names.index(self.step) if self.step in self.names else 0
+        spent = time.monotonic() - self.t_step
+        left = max(self.usual.get(self.step, 0) - spent, 0) + sum(
+            self.usual[n] for n in self.names[k + 1 :]
+        )
+        return (
+            f"first start, step {k + 1} of {len(self.names)}: {self.step} ({spent:.0f} s; "
+            f"about {left:.0f} s left, {time.monotonic() - self.t0:.0f} s so far)"
+        )
+
+    def __enter__(self) -> _Steps:
+        self._status = console.status(self._text())
+        self._status.__enter__()
+
+        def tick() -> None:
+            while not self._stop.wait(1.0):
+                self._status.update(self._text())
+
+        self._thread = threading.Thread(target=tick, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._status.__exit__(*exc)
+        if exc[0] is None and self.step:
+            console.print(f"  done: {self.step} ({time.monotonic() - self.t_step:.0f} s)")
+
+
+def _metrics_table(family: str, metrics: dict):
+    """A model's headline metrics as a readable table."""
+    from rich.table import Table
+
+    labels = {
+        "chosen_pipeline": "pipeline chosen by cross-validation",
+        "auc_p25": "ROC AUC at 25 % of the batch",
+        "auc_p50": "ROC AUC at 50 % of the batch",
+        "auc_p100": "ROC AUC at the end of the batch",
+        "envelope_auc_p50": "golden-batch envelope rule, ROC AUC at 50 %",
+        "test_batches": "held-out batches (latest 30 %)",
+        "auc_fail_within_horizon": "ROC AUC, failure within the horizon",
+        "rul_rmse": "remaining-life RMSE (h)",
+        "test_runs": "held-out runs",
+    }
+    table = Table(title=f"{family} model, held-out figures", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.get("headline", {}).items():
+        if isinstance(value, float):
+            text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3f}"
+        else:
+            text = str(value)
+        table.add_row(labels.get(key, key.replace("_", " ")), text)
+    return table
+
+
 def _ensure_models(root: Path) -> None:
     """First start: simulate training history, train both families, approve them for the demo.
 
@@ -96,9 +206,10 @@ def _ensure_models(root: Path) -> None:
     registry = Registry(root / "models")
     if registry.approved("deviation") and registry.approved("maintenance"):
         return
-    with console.status("first start: simulating two years of training history...") as status:
+    with _Steps(FIRST_START_STEPS) as steps:
+        steps("simulating two years of training history")
         source = ensure_training_data(root)
-        done = train_all(source, registry, progress=status.update)
+        done = train_all(source, registry, progress=steps)
     password = None
     for family, (version, metrics) in done.items():
         how = "already approved"
@@ -115,7 +226,8 @@ def _ensure_models(root: Path) -> None:
                 ),
                 users_file=root / "users.toml",
             )
-        console.print(f"model {version} trained, {how}: {metrics['headline']}")
+        console.print(f"model {version} trained, {how}")
+        console.print(_metrics_table(family, metrics))
 
 
 def up(
