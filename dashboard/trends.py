@@ -19,12 +19,10 @@ Times leave this module tz-aware in the plant's zone.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import numpy as np
@@ -32,28 +30,34 @@ import pandas as pd
 
 from connectors.historian import Historian
 from dashboard.envelope import golden_envelope, production_tags, trajectory
+from dashboard.localtime import plant_tz
 from dashboard.whatif import batch_outcomes
 from twin.config import PlantConfig
 
 __all__ = [
     "BUCKETS",
+    "DASH",
+    "GAP_FACTOR",
     "MAX_TAGS",
     "QUALITY_NAMES",
     "TIME_RANGES",
     "Freshness",
     "Trend",
     "data_gaps",
+    "duration_text",
     "eng_unit_label",
     "envelope_batches",
     "envelope_tags",
     "find_tags",
     "freshness",
+    "local_text",
     "local_tz",
     "overlay_envelope",
     "overlay_trajectory",
     "tag_catalog",
     "time_window",
     "trend_data",
+    "tz_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -94,17 +98,9 @@ ENG_UNITS = {
 
 # ---------------------------------------------------------------------- time zone
 def local_tz() -> tzinfo:
-    """The plant's time zone: $BIOTWIN_TZ (an IANA name), else the machine's.
-
-    An unknown $BIOTWIN_TZ is logged and the machine's zone used.
-    """
-    name = os.environ.get("BIOTWIN_TZ", "").strip()
-    if name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            logger.warning("BIOTWIN_TZ: unknown time zone %r; using the machine's", name)
-    return datetime.now().astimezone().tzinfo
+    """The plant's time zone: $BIOTWIN_TZ (an IANA name), else the machine's
+    (:func:`dashboard.localtime.plant_tz`; an unknown name is logged, the machine's used)."""
+    return plant_tz()
 
 
 def tz_name(tz: tzinfo) -> str:

@@ -225,3 +225,11 @@ def test_trends_page_draws_tags_and_a_batch_overlay(store, monkeypatch):
     at.toggle(key="tr_overlay").set_value(True).run()
     assert not at.exception
     assert any("against the envelope of" in c.value for c in at.caption)
+
+
+def test_an_unknown_time_zone_is_said_and_the_machine_s_used(store, monkeypatch):
+    monkeypatch.setenv("BIOTWIN_DATA_DIR", str(store))
+    monkeypatch.setenv("BIOTWIN_TZ", "Mars/Olympus_Mons")
+    at = AppTest.from_file(str(PAGE), default_timeout=60).run()
+    assert not at.exception
+    assert any("BIOTWIN_TZ" in w.value and "Mars/Olympus_Mons" in w.value for w in at.warning)

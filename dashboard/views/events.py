@@ -16,6 +16,7 @@ from dashboard.events import (
     shown,
     with_state,
 )
+from dashboard.localtime import tz_problem
 from dashboard.plant import data_dir, plant_now
 from dashboard.session import historian, roles
 from dashboard.trends import TIME_RANGES, freshness, local_text, local_tz, tz_name
@@ -34,6 +35,8 @@ def paint(row: pd.Series) -> list[str]:
 
 st.title("Alarms and events")
 tz = local_tz()
+if problem := tz_problem():
+    st.warning(problem)
 store = data_dir()
 trail = AuditTrail(store / "audit", store / "users.toml")
 h = historian()

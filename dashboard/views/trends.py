@@ -10,6 +10,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from connectors.historian import Historian, HistorianError
+from dashboard.localtime import tz_problem
 from dashboard.plant import data_dir, plant_now
 from dashboard.session import config, historian
 from dashboard.trends import (
@@ -59,6 +60,8 @@ def naive_local(times: pd.Series) -> pd.Series:
 
 st.title("Trends")
 tz = local_tz()
+if problem := tz_problem():
+    st.warning(problem)
 store = data_dir()
 h = historian()
 tags = h.tags()
