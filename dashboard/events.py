@@ -23,6 +23,7 @@ Exceptions::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -397,12 +398,15 @@ def _drift_events(path: Path) -> list[dict]:
 
 # ---------------------------------------------------------------------- service logs
 def service_events(logs: Path, *, tz: tzinfo | None = None) -> pd.DataFrame:
-    """Service failures from ``logs/*.log``: "<service> stopped (exit N)" lines (high) and
-    ERROR or CRITICAL log records (medium).
+    """Service failures from ``logs/*.log``: "<service> stopped (exit N)" lines and
+    uncaught exceptions (a traceback's last line) are high, ERROR or CRITICAL log records
+    medium (a traceback right after such a record is part of it).
 
-    A line's time is its leading timestamp (the services' log format, machine time) when
-    it has one, else the log file's last modification.
+    A line's time is its leading timestamp (the services' log format, machine time); a
+    line without one takes the last timestamp above it in the file, else the file's last
+    modification. The id of an event is its file, line number and text (not its time).
     """
+    del tz  # messages hold no times
     logs = Path(logs)
     machine = datetime.now().astimezone().tzinfo  # logging's asctime is the machine's time
     out = []
@@ -410,13 +414,14 @@ def service_events(logs: Path, *, tz: tzinfo | None = None) -> pd.DataFrame:
         service = path.stem
         try:
             lines = path.read_text(errors="replace").splitlines()
-            mtime = pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC")
+            when = pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC")
         except OSError:
             continue
+        in_traceback = after_error = False
         for n, line in enumerate(lines, start=1):
             text = line.strip()
             stamp = _LOG_TIME.match(text)
-            when, body = mtime, text
+            body = text
             if stamp:
                 when = (
                     pd.Timestamp(stamp.group(1))
@@ -424,26 +429,39 @@ def service_events(logs: Path, *, tz: tzinfo | None = None) -> pd.DataFrame:
                     .tz_convert("UTC")
                 )
                 body = stamp.group(2)
-            if "stopped (exit" in body:
-                severity, message = "high", f"Service {service}: {body}"
-            elif _LOG_LEVEL.match(body):
-                severity, message = "medium", f"Service {service} logged an error: {body}"
-            else:
+            if text.startswith("Traceback (most recent call last)"):
+                in_traceback, own = True, not after_error
                 continue
-            out.append(
-                {
-                    "key": f"service:{path.name}:{n}:{_iso(when)}",
-                    "time": when,
-                    "unit": DASH,
-                    "type": "service failure",
-                    "severity": severity,
-                    "message": message[:400],
-                    "batch_id": None,
-                    "source": f"logs/{path.name}",
-                    "ongoing": False,
-                }
-            )
+            if in_traceback:
+                if not line[:1].isspace() and text:  # the exception's line ends the traceback
+                    in_traceback = False
+                    if own:
+                        message = f"Service {service} crashed: {text}"
+                        out.append(_service_row(path, n, when, "high", message, text))
+                continue
+            after_error = False
+            if "stopped (exit" in body:
+                out.append(_service_row(path, n, when, "high", f"Service {service}: {body}", text))
+            elif _LOG_LEVEL.match(body):
+                after_error = True
+                message = f"Service {service} logged an error: {body}"
+                out.append(_service_row(path, n, when, "medium", message, text))
     return _frame(out)
+
+
+def _service_row(path: Path, n: int, when, severity: str, message: str, text: str) -> dict:
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return {
+        "key": f"service:{path.name}:{n}:{digest}",
+        "time": when,
+        "unit": DASH,
+        "type": "service failure",
+        "severity": severity,
+        "message": message[:400],
+        "batch_id": None,
+        "source": f"logs/{path.name}",
+        "ongoing": False,
+    }
 
 
 # ---------------------------------------------------------------------- the list

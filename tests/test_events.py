@@ -4,6 +4,7 @@ the scores and the service logs; acknowledgements in the audit trail, refused fo
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,12 @@ END = T0 + pd.Timedelta(days=1)
 GAP = (pd.Timestamp("2026-01-10 10:00", tz="UTC"), pd.Timestamp("2026-01-10 13:00", tz="UTC"))
 BAD = pd.Timestamp("2026-01-10 06:00", tz="UTC")  # 3 bad samples of TIC-201.PV from here
 REPAIR = (pd.Timestamp("2026-01-10 15:00", tz="UTC"), pd.Timestamp("2026-01-10 19:30", tz="UTC"))
+
+
+def log_time(utc: str) -> str:
+    """2026-01-10 ``utc`` as a service writes it in its log: the machine's local time."""
+    stamp = pd.Timestamp(f"2026-01-10 {utc}", tz="UTC")
+    return stamp.tz_convert(datetime.now().astimezone().tzinfo).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @pytest.fixture
@@ -98,9 +105,20 @@ def store(tmp_path) -> Path:
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "ingest.log").write_text(
-        "2026-01-10 20:00:00,123 INFO connectors.ingest: subscribed to 178 tags\n"
-        "2026-01-10 20:05:00,001 ERROR connectors.ingest: session lost: connection refused\n"
-        "2026-01-10 20:05:02 ingest stopped (exit 1); restarting (restart 1, log ingest.log)\n"
+        f"{log_time('20:00:00')},123 INFO connectors.ingest: subscribed to 178 tags\n"
+        f"{log_time('20:05:00')},001 ERROR connectors.ingest: session lost: connection refused\n"
+        f"{log_time('20:05:02')} ingest stopped (exit 1); restarting (restart 1, log ingest.log)\n"
+    )
+    (logs / "scoring.log").write_text(
+        f"{log_time('21:00:00')},000 INFO quality.live: scored 3 batches\n"
+        "Traceback (most recent call last):\n"
+        '  File "quality/live.py", line 1, in <module>\n'
+        "    score()\n"
+        "MemoryError: out of memory\n"
+        f"{log_time('21:10:00')},000 ERROR quality.live: scoring failed\n"
+        "Traceback (most recent call last):\n"
+        '  File "quality/live.py", line 2, in score\n'
+        "OSError: disk full\n"
     )
     ensure_demo_users(tmp_path / "users.toml")
     return tmp_path
@@ -147,11 +165,25 @@ def test_scores_drift_and_service_logs_become_events(store, utc):
         and "risk 72%, most likely do crash" in (risk.iloc[0]["message"])
     )
     assert (model["type"] == "drift flag").sum() == 1
-    service = service_events(store / "logs")
-    assert list(service["severity"]) == ["medium", "high"]
-    restart = service.iloc[1]
+    service = service_events(store / "logs").set_index("source")
+    ingest = service.loc["logs/ingest.log"]
+    assert list(ingest["severity"]) == ["medium", "high"]
+    restart = ingest.iloc[1]
     assert restart["time"] == pd.Timestamp("2026-01-10 20:05:02", tz="UTC")
     assert restart["message"].startswith("Service ingest: ingest stopped (exit 1)")
+    scoring = service.loc["logs/scoring.log"]  # a crash; an error with its own traceback
+    assert list(scoring["message"]) == [
+        "Service scoring crashed: MemoryError: out of memory",
+        "Service scoring logged an error: ERROR quality.live: scoring failed",
+    ]
+    assert scoring["time"].iloc[0] == pd.Timestamp("2026-01-10 21:00", tz="UTC")
+
+
+def test_an_event_keeps_its_id_when_its_log_grows(store, utc):
+    before = service_events(store / "logs")
+    with open(store / "logs" / "ingest.log", "a") as fh:
+        fh.write("ingest reconnected\n")
+    assert list(service_events(store / "logs")["key"]) == list(before["key"])
 
 
 def test_times_and_labels_are_for_people(store, monkeypatch):
