@@ -16,6 +16,7 @@ from dashboard.session import config, historian
 from dashboard.trends import (
     MAX_TAGS,
     TIME_RANGES,
+    duration_text,
     envelope_batches,
     envelope_tags,
     find_tags,
@@ -189,7 +190,8 @@ else:
     st.plotly_chart(fig, width="stretch", key="tr_chart")
     st.caption(
         f"{trend.samples:,} samples, drawn as the minimum and maximum of each "
-        f"{trend.bucket} bucket. Orange triangles: uncertain quality; red crosses: bad quality "
+        f"{duration_text(trend.bucket)} bucket. Orange triangles: uncertain quality; red "
+        "crosses: bad quality "
         "(at the bottom of the line when the sample carried no value). A break in a line: no "
         "data (or only bad samples) there."
     )
