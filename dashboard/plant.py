@@ -50,6 +50,25 @@ def plant_now(ctx: pd.DataFrame, tags: pd.DataFrame) -> pd.Timestamp:
     return _now(ctx, tags=tags)
 
 
+def _since(records: pd.DataFrame, current) -> pd.Timestamp:
+    """When the unit entered its current state: records of the same batch, phase and state
+    that follow each other without a gap (a record split where biotwin was restarted) count
+    as one."""
+    since = current["start_time"]
+    same = records[
+        (records["state"] == current["state"])
+        & (records["phase"].fillna("") == ("" if pd.isna(current["phase"]) else current["phase"]))
+        & (
+            records["batch_id"].fillna("")
+            == ("" if pd.isna(current["batch_id"]) else current["batch_id"])
+        )
+    ]
+    ends = dict(zip(same["end_time"], same["start_time"], strict=False))
+    while since in ends and ends[since] < since:
+        since = ends[since]
+    return since
+
+
 def unit_status(
     historian: Historian, config: PlantConfig, at=None, *, ctx: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -72,7 +91,7 @@ def unit_status(
                     "state": r["state"],
                     "batch_id": r["batch_id"],
                     "phase": r["phase"],
-                    "since": r["start_time"],
+                    "since": _since(mine, r),
                 }
             )
         else:

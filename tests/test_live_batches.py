@@ -111,3 +111,22 @@ def test_scoring_scores_only_the_live_plant(tmp_path, config):
     assert scored and scored == set(states.index[states["state"].isin([IN_PROGRESS, AWAITING])])
     last = states.loc[list(scored), "last_seen"]
     assert (last >= clock - pd.Timedelta(days=2)).all()
+
+
+def test_a_state_split_by_a_restart_counts_from_its_first_part(tmp_path, config):
+    from connectors.historian import Historian
+    from dashboard.plant import unit_status
+
+    historian = Historian(tmp_path / "historian")
+    historian.append_batch_context(
+        pd.DataFrame(
+            [
+                rec("B", "BR-201", "batch_growth", 0, 10),
+                rec("B", "BR-201", "fed_batch", 10, 30),  # closed where biotwin stopped
+                rec("B", "BR-201", "fed_batch", 30, None),  # opened again by the ingest
+            ]
+        )
+    )
+    status = unit_status(historian, config, at=T0 + pd.Timedelta(hours=40)).set_index("unit")
+    assert status.loc["BR-201", "phase"] == "fed_batch"
+    assert status.loc["BR-201", "since"] == T0 + pd.Timedelta(hours=10)

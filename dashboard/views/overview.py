@@ -19,20 +19,20 @@ KEY_TAGS = {  # unit kind -> the signals shown as sparklines
 }
 #: unit states in words, with a colour each (the legend under the table)
 STATES = {
-    "running": ("Running a batch", "🟢"),
-    "idle": ("Idle", "⚪"),
-    "cip": ("Cleaning (CIP)", "🔵"),
-    "sip": ("Sterilising (SIP)", "🔵"),
-    "pm": ("Planned maintenance", "🟡"),
-    "repair": ("Down for repair", "🔴"),
+    "running": ("Running a batch", "#c8ebd0"),
+    "idle": ("Idle", "#eeeeee"),
+    "cip": ("Cleaning (CIP)", "#cfe3f7"),
+    "sip": ("Sterilising (SIP)", "#cfe3f7"),
+    "pm": ("Planned maintenance", "#fbeec2"),
+    "repair": ("Down for repair", "#f6c9c9"),
 }
+COLOUR = {words: colour for words, colour in STATES.values()}
 
 st.title("Plant overview")
 
 
 def _state(code: str) -> str:
-    words, dot = STATES.get(code, (str(code).replace("_", " ").capitalize(), "⚫"))
-    return f"{dot} {words}"
+    return STATES.get(code, (str(code).replace("_", " ").capitalize(), ""))[0]
 
 
 @st.fragment(run_every="10s")
@@ -74,8 +74,11 @@ def live() -> None:
             "Availability, last 7 days": [f"{v:.1%}" for v in table["availability"]],
         }
     )
+    styled = shown.style.map(
+        lambda v: f"background-color: {COLOUR[v]}" if v in COLOUR else "", subset=["State"]
+    )
     st.dataframe(
-        shown,
+        styled,
         hide_index=True,
         width="stretch",
         column_config={
@@ -89,8 +92,8 @@ def live() -> None:
         },
     )
     st.caption(
-        "States: " + " · ".join(f"{dot} {words}" for words, dot in STATES.values())
-        + f". Times in {plant_tz()}."
+        "States (cell colour): green running a batch · grey idle · blue cleaning or "
+        f"sterilising · yellow planned maintenance · red down for repair. Times in {plant_tz()}."
     )  # fmt: skip
     if len(tags) and tags["last_time"].notna().any():
         end = pd.Timestamp(tags["last_time"].max())
