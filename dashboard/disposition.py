@@ -5,7 +5,7 @@ A QA reviewer picks a batch, a decision and a reason and signs with their passwo
 decision is recorded in the audit trail (:class:`dashboard.audit.AuditTrail`) with the
 signer's full name, role and the meaning of the signature, which the page shows back as
 "Released by Quinn Avery (QA reviewer) — meaning: batch released for distribution —
-2026-12-05 14:03 CET" (in the browser's time zone).
+2026-12-05 14:03 CET" (in the plant's time zone, $BIOTWIN_TZ).
 
 Four eyes: releasing a batch whose predicted risk is above ``BIOTWIN_FOUR_EYES_RISK``
 (default 0.5) or that was ever put on hold asks for an explicit confirmation and a second
@@ -18,6 +18,7 @@ attempt. Errors show under the Sign button.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from datetime import datetime
@@ -27,6 +28,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.audit import DECISIONS, AuditTrail, SignatureError
+from dashboard.localtime import plant_tz
 
 __all__ = [
     "DEFAULT_FOUR_EYES_RISK",
@@ -94,14 +96,16 @@ def four_eyes_reasons(
 
 
 def local_time(iso: str, tz: str | None = None) -> str:
-    """A record's UTC time stamp in the reader's time zone, to the minute (``tz``: an IANA
-    name such as the browser's ``st.context.timezone``; the server's zone without one)."""
-    when = datetime.fromisoformat(iso)
-    try:
-        local = when.astimezone(ZoneInfo(tz)) if tz else when.astimezone()
-    except (ZoneInfoNotFoundError, ValueError):
-        local = when.astimezone()
-    return local.strftime("%Y-%m-%d %H:%M %Z")
+    """A record's UTC time stamp in local time, to the minute, with the zone's abbreviation.
+
+    ``tz`` is an IANA name; without one (or an unknown one) the plant's zone
+    (:func:`dashboard.localtime.plant_tz`: $BIOTWIN_TZ, else the machine's).
+    """
+    zone = plant_tz()
+    if tz:
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo(tz)
+    return datetime.fromisoformat(iso).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def signature_lines(record: dict, tz: str | None = None) -> list[str]:
@@ -218,7 +222,7 @@ def disposition_form(
     if not user or "qa" not in roles:
         st.warning("Only QA can disposition batches: sign in as a QA user.")
         return
-    tz = st.context.timezone
+    tz = None  # the plant's time zone (see local_time)
     threshold, problem = _threshold()
     if problem:
         st.error(problem)

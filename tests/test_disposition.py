@@ -331,3 +331,19 @@ def test_a_reload_with_a_bad_cookie_shows_the_sign_in_form(app_store, monkeypatc
     monkeypatch.setattr(session, "_browser_cookie", lambda: token)
     at = AppTest.from_function(sidebar_page, default_timeout=30).run()
     assert "user" not in at.session_state and len(at.text_input) == 2
+
+
+@pytest.mark.parametrize(
+    ("plant", "tz", "shown"),
+    [
+        ("Europe/Zurich", None, "2026-12-05 14:03 CET"),
+        ("Europe/Zurich", "Asia/Tokyo", "2026-12-05 22:03 JST"),
+        ("Europe/Zurich", "Nowhere/Atlantis", "2026-12-05 14:03 CET"),
+    ],
+    ids=["plant-zone", "given-zone", "unknown-zone-falls-back"],
+)
+def test_signature_times_are_local(monkeypatch, plant, tz, shown):
+    from dashboard.disposition import local_time
+
+    monkeypatch.setenv("BIOTWIN_TZ", plant)
+    assert local_time("2026-12-05T13:03:00.000+00:00", tz) == shown
