@@ -32,7 +32,7 @@ class ReviewQueue:
     backlog: pd.DataFrame  # finished earlier, no decision in biotwin
     clock: pd.Timestamp  # the plant's clock (newest sample)
     window_days: float
-    scored_at: pd.Timestamp | None  # when the scores were made (None: no scores)
+    scored_at: pd.Timestamp | None  # plant time of the scores (None: no scores)
     note: str | None  # why there is no risk, if there is none
 
 
@@ -102,7 +102,9 @@ def review_queue(
         note = "no model scores in the store yet (the models are being built)"
     else:
         scores = scores.drop_duplicates("batch_id", keep="last").set_index("batch_id")
-        scored_at = pd.Timestamp(scores["scored_at"].max()) if "scored_at" in scores else None
+        # the plant's clock when scored (the served twin runs ahead of the wall clock)
+        when = "plant_time" if "plant_time" in scores else "scored_at"
+        scored_at = pd.Timestamp(scores[when].max()) if when in scores else None
         for col in scores.columns.intersection(
             ["progress", "p_deviation", "p_class", "titer_pred", "likely_class", "reasons",
              "suspect_sensors", "low_confidence", "model_version"]

@@ -27,7 +27,11 @@ def envelope(store: str, batch_ids: tuple[str, ...], stamp: int) -> pd.DataFrame
 
 def percent(value) -> str:
     """A fraction as a whole percentage ("—" when unknown)."""
-    return "—" if value is None or pd.isna(value) else f"{value:.0%}"
+    if value is None or pd.isna(value):
+        return "—"
+    if value > 0.995:
+        return "> 99%"
+    return "< 1%" if value < 0.005 else f"{value:.0%}"
 
 
 def confidence(row) -> str:
@@ -51,7 +55,9 @@ review = review_queue(store, h, config(), decided, ctx=ctx)
 batches = review.queue
 now_text = local_text(review.clock)
 fresh = (
-    f"scores of {local_text(review.scored_at)}" if review.scored_at is not None else "no scores yet"
+    f"scored at plant time {local_text(review.scored_at)}"
+    if review.scored_at is not None
+    else "no scores yet"
 )
 st.caption(
     f"The live plant at {now_text} (newest data in the historian; {fresh}): batches in "
@@ -122,13 +128,13 @@ if pick is not None:
     )
     if pd.notna(row.get("p_deviation")):
         m1, m2, m3, m4 = st.columns(4)
-        m1.metric("Risk of deviation (calibrated)", f"{row['p_deviation']:.0%}")
-        m2.metric("Progress", f"{row['progress']:.0%}" if pd.notna(row["progress"]) else "—")
+        m1.metric("Risk of deviation (calibrated)", percent(row["p_deviation"]))
+        m2.metric("Progress", percent(row["progress"]))
         p_cls = row.get("p_class")
         m3.metric(
             "Likely deviation",
             row["class_words"].split(" (")[0],
-            f"{p_cls:.0%} of deviations like this" if pd.notna(p_cls) else None,
+            f"class probability {p_cls:.0%}" if pd.notna(p_cls) else None,
             delta_color="off",
         )
         low = confidence(row).startswith("low")
