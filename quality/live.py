@@ -379,7 +379,7 @@ def score_historian(
     )
     write_parquet(trend, out_dir / "batch_risk_trend.parquet")
     runs = run_history_from_historian(historian, config)
-    asset_scores = asset_score_frame(mnt.predict(runs), mnt_meta, now)
+    asset_scores = asset_score_frame(mnt.predict(runs), mnt_meta, now).assign(plant_time=clock)
     write_parquet(scores, out_dir / "batch_scores.parquet")
     write_parquet(asset_scores, out_dir / "asset_scores.parquet")
     # drift: the open batches past half-way, at 50 %, against the training reference

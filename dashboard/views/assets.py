@@ -48,11 +48,12 @@ if scores_file.exists():
         }
     )
     st.dataframe(shown, hide_index=True, width="stretch")
-    scored_at = scores["scored_at"].max() if "scored_at" in scores else None
+    when = "plant_time" if "plant_time" in scores else "scored_at"  # plant clock if known
+    scored_at = scores[when].max() if when in scores else None
     st.caption(
         "Highest failure risk first. Remaining life in operating hours from the plant time "
         "above, with a 90 % interval from the model's out-of-fold errors (a wide interval: "
-        f"the data say little yet). Scored {local_text(scored_at)} by "
+        f"the data say little yet). Scored at plant time {local_text(scored_at)} by "
         f"{scores['model_version'].iloc[0] if 'model_version' in scores else 'the model'}."
     )
 else:
