@@ -182,9 +182,9 @@ else:
         fig.update_yaxes(title_text=eu, row=row, col=1)
     fig.update_xaxes(title_text=f"local time ({tz_name(tz)})", row=len(axes), col=1)
     fig.update_layout(
-        height=max(320, 230 * len(axes)),
-        margin={"t": 30, "b": 40},
-        legend={"orientation": "h", "y": -0.12 if len(axes) == 1 else -0.05},
+        height=max(320, 230 * len(axes)) + 20 * ((len(picked) + 2) // 3),
+        margin={"t": 20 + 22 * ((len(picked) + 2) // 3), "b": 40},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0},
         hovermode="closest",
     )
     st.plotly_chart(fig, width="stretch", key="tr_chart")
@@ -246,8 +246,15 @@ elif st.toggle("Overlay a batch on its envelope", key="tr_overlay"):
     else:
         eu = catalog.set_index("tag").loc[tag, "eng_unit"] if tag in labels else ""
         fig = go.Figure()
-        fig.add_trace(go.Scatter(x=band["batch_time_h"], y=band["hi"], line={"width": 0},
-                                 showlegend=False, hoverinfo="skip"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=band["batch_time_h"],
+                y=band["hi"],
+                line={"width": 0},
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
         fig.add_trace(
             go.Scatter(
                 x=band["batch_time_h"],
