@@ -263,6 +263,13 @@ def _read_parquet(path: Path) -> pd.DataFrame | None:
         return None
 
 
+def _scored(row: dict):
+    """When a score was made, on the plant's clock (``plant_time``, like every other event)
+    when the score file has it, else ``scored_at`` (the wall clock)."""
+    plant = row.get("plant_time")
+    return plant if plant is not None and pd.notna(plant) else row.get("scored_at")
+
+
 def model_events(store: Path) -> pd.DataFrame:
     """Deviation risks, low-confidence inputs, asset failure risks and drift flags from
     ``store/scores`` (what ``biotwin score`` writes); empty when nothing has been scored."""
@@ -274,7 +281,7 @@ def model_events(store: Path) -> pd.DataFrame:
         for r in batches.to_dict("records"):
             p = r.get("p_deviation")
             unit = r.get("unit") or DASH
-            when = r.get("scored_at")
+            when = _scored(r)
             if p is not None and pd.notna(p) and p >= DEVIATION_MEDIUM:
                 cls = r.get("likely_class")
                 likely = f", most likely {cls.replace('_', ' ')}" if isinstance(cls, str) else ""
@@ -326,7 +333,7 @@ def model_events(store: Path) -> pd.DataFrame:
             out.append(
                 {
                     "key": f"risk:{r['asset']}",
-                    "time": r.get("scored_at"),
+                    "time": _scored(r),
                     "unit": r.get("unit") or str(r["asset"]).split("/")[0],
                     "type": "equipment failure",
                     "severity": "high" if p >= DEVIATION_HIGH else "medium",

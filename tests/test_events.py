@@ -165,6 +165,15 @@ def test_scores_drift_and_service_logs_become_events(store, utc):
         and "risk 72%, most likely do crash" in (risk.iloc[0]["message"])
     )
     assert (model["type"] == "drift flag").sum() == 1
+    assert risk.iloc[0]["time"] == END - pd.Timedelta(minutes=5)  # scored_at: no plant time
+
+
+def test_scores_are_dated_on_the_plant_clock_when_the_file_has_it(store, utc):
+    path = store / "scores" / "batch_scores.parquet"
+    scores = pd.read_parquet(path).assign(plant_time=T0 + pd.Timedelta(hours=20))
+    scores.to_parquet(path)
+    risk = model_events(store).query("type == 'deviation'")
+    assert list(risk["time"]) == [T0 + pd.Timedelta(hours=20)]
     service = service_events(store / "logs").set_index("source")
     ingest = service.loc["logs/ingest.log"]
     assert list(ingest["severity"]) == ["medium", "high"]
