@@ -92,10 +92,15 @@ class _Service:
         if self.proc is not None and self.proc.poll() is not None:
             code = self.proc.returncode
             self.restarts += 1
-            console.print(
-                f"[yellow]{self.name} stopped (exit {code}); restarting "
-                f"(restart {self.restarts}, log {self.log})[/]"
-            )
+            line = f"{self.name} stopped (exit {code}); restarting (restart {self.restarts})"
+            console.print(f"[yellow]{line}, log {self.log}[/]")
+            try:  # into the service's log too: the Alarms & events page reads it there
+                with open(self.log, "a") as f:
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+                    f.write(f"{stamp} supervisor: {line}\n")
+            except OSError:
+                pass
+            self._seen = self.log.stat().st_size if self.log.exists() else 0
             time.sleep(min(30, 2**self.restarts))
             self.start()
 
