@@ -245,22 +245,26 @@ def disposition_form(
             + "\n".join(f"- {line}" for r in earlier for line in signature_lines(r, tz))
         )
     decision = st.radio("Decision", DECISIONS, horizontal=True, key="disp_decision")
-    st.text_area("Reason", key="disp_reason")
-    st.text_input("Password (signature)", type="password", key="disp_password")
-    st.caption(f"Your signature means: {MEANINGS[decision]}.")
     needs = four_eyes_reasons(trail, batch_id, decision, risk, threshold)
     if needs:
         st.warning(
             f"Four eyes: releasing {batch_id} needs your confirmation and a second QA "
             f"signature by a different user, because {' and '.join(needs)}."
         )
-        st.checkbox(f"I confirm the release of {batch_id}", key="disp_confirm")
-        st.text_input("Second signer (QA user)", key="disp_second_user")
-        st.text_input("Second signer's password", type="password", key="disp_second_password")
-        st.caption(f"The second signature means: {SECOND_MEANING}.")
-    st.button(
-        "Sign", type="primary", key="disp_sign", on_click=_submit, args=(trail, batches, user)
-    )
+    # a form: what is typed is sent with the Sign button (a password field outside a form
+    # is only taken when it loses focus to something else than its show-password button)
+    with st.form("disposition", border=False):
+        st.text_area("Reason", key="disp_reason")
+        st.text_input("Password (signature)", type="password", key="disp_password")
+        st.caption(f"Your signature means: {MEANINGS[decision]}.")
+        if needs:
+            st.checkbox(f"I confirm the release of {batch_id}", key="disp_confirm")
+            st.text_input("Second signer (QA user)", key="disp_second_user")
+            st.text_input("Second signer's password", type="password", key="disp_second_password")
+            st.caption(f"The second signature means: {SECOND_MEANING}.")
+        st.form_submit_button(
+            "Sign", type="primary", key="disp_sign", on_click=_submit, args=(trail, batches, user)
+        )
     for message in st.session_state.pop("disp_errors", []):
         st.error(message)
     done = st.session_state.pop("disp_done", None)
