@@ -1,7 +1,8 @@
 """The command center in a real browser (Debian's chromium, driven by Playwright).
 
 `.ci/run` installs chromium (apt package `chromium`); without it this test fails and says
-so. Screenshots of each page are written to docs/screenshots/ (used by the README).
+so. The journeys of each role through a real `biotwin up` are in tests/test_journeys.py;
+this file holds what they share and the first-session test.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from dashboard.cli import _streamlit_command
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = ROOT / "docs" / "screenshots"
 
 
 def free_port() -> int:
@@ -116,62 +116,6 @@ def sign_in(page, user: str, password: str) -> None:
     page.get_by_role("textbox", name="User").press("Tab")
     page.get_by_role("textbox", name="Password").fill(password)
     page.get_by_role("textbox", name="Password").press("Enter")  # submits the form
-
-
-def test_pages_sign_in_disposition_and_scenario(app_url):
-    from playwright.sync_api import expect
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with browser_page() as page:
-        page.goto(app_url, timeout=60_000)
-        expect(page.get_by_text("Plant overview").first).to_be_visible(timeout=60_000)
-        expect(page.get_by_text("units running")).to_be_visible(timeout=60_000)
-        page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
-        assert page.locator("[data-testid='stException']").count() == 0
-
-        # sign in on the overview page: the first session of a fresh server, on the default
-        # page (this form used to be reset and the submit dropped there), then sign out
-        sign_in(page, "engineer", "engineer-demo")
-        expect(page.get_by_text("Signed in: engineer")).to_be_visible(timeout=30_000)
-        expect(page.get_by_text("units running")).to_be_visible(timeout=30_000)
-        page.get_by_role("button", name="Sign out").click()
-        expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=30_000)
-
-        # on the triage page, sign in as QA in the sidebar and disposition a batch
-        page.get_by_role("link", name="Batch triage (QA)").click()
-        expect(page.get_by_text("Only QA can disposition")).to_be_visible(timeout=60_000)
-        sign_in(page, "qa", "qa-demo")
-        expect(page.get_by_text("Signed in: qa")).to_be_visible(timeout=30_000)
-        expect(page.get_by_text("Disposition", exact=True)).to_be_visible(timeout=60_000)
-        page.get_by_role("textbox", name="Reason").fill("Release after review of the record")
-        page.get_by_role("textbox", name="Reason").press("Tab")
-        page.get_by_text("release", exact=True).click()
-        page.get_by_role("textbox", name="Password (signature)").fill("qa-demo")
-        page.get_by_role("textbox", name="Password (signature)").press("Tab")
-        page.get_by_role("button", name="Sign", exact=True).click()
-        expect(page.get_by_text("Signed: release")).to_be_visible(timeout=30_000)
-        expect(page.get_by_text("Chain verified: 1 records intact")).to_be_visible(timeout=30_000)
-        page.screenshot(path=str(SHOTS / "triage.png"), full_page=True)
-        assert page.locator("[data-testid='stException']").count() == 0
-
-        page.get_by_role("link", name="Downtime scenarios").click()
-        expect(page.get_by_text("Run baseline and scenario")).to_be_visible(timeout=60_000)
-        page.get_by_role("button", name="Run baseline and scenario").click()
-        expect(page.get_by_text("paired replications")).to_be_visible(timeout=120_000)
-        page.screenshot(path=str(SHOTS / "scenarios.png"), full_page=True)
-        assert page.locator("[data-testid='stException']").count() == 0
-
-        page.get_by_role("link", name="Asset health").click()
-        expect(page.get_by_text("Asset health").first).to_be_visible(timeout=60_000)
-        expect(page.get_by_role("button", name="Find the window")).to_be_visible(timeout=120_000)
-        page.screenshot(path=str(SHOTS / "assets.png"), full_page=True)
-        assert page.locator("[data-testid='stException']").count() == 0
-
-        page.get_by_role("link", name="Models").click()
-        expect(page.get_by_text("Model card").first).to_be_visible(timeout=60_000)
-        expect(page.get_by_text("Intended use").first).to_be_visible(timeout=60_000)
-        page.screenshot(path=str(SHOTS / "models.png"), full_page=True)
-        assert page.locator("[data-testid='stException']").count() == 0
 
 
 def test_first_session_opening_a_page_by_its_url_gets_the_app(store):

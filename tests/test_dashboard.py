@@ -94,11 +94,13 @@ def test_scenario_page_runs_and_compares(env):
     at.button(key="sc_run").click().run()
     assert not at.exception
     result = at.dataframe[0].value
-    assert list(result.columns) == ["Baseline", "Scenario: BR-202 down 3 days"]
+    # no name given: the scenario is named after what it changes (a dated outage)
+    assert result.columns[0] == "Baseline"
+    assert re.fullmatch(r"Scenario: BR-202 down 72 h from \d\d \w{3} \d\d:\d\d", result.columns[1])
     assert {"Expected good lots", "Lots late", "Lots lost"} <= set(result.index)
     assert result.loc["Lots late", "Baseline"].endswith(")")  # mean lots (p10 - p90)
     assert " lots (" in result.loc["Lots late", "Baseline"]
-    assert any(p.name == "BR-202-down-3-days.json" for p in (env / "scenarios").iterdir())
+    assert any(p.name.startswith("BR-202-down-72-h-from") for p in (env / "scenarios").iterdir())
 
 
 def test_scenarios_are_saved_shown_again_and_compared(env):

@@ -121,10 +121,32 @@ pm_assets = [
     for a in plant.unit_classes[u.unit_class].assets
     if a.pm_interval_h
 ]
+
+
+def _name_of(ss) -> str:
+    """A scenario's name from what it changes ("BR-201 down 96 h from 08 Dec 05:00, demand
+    +10 %"), when the user gives none: the heading must say what was run."""
+    parts = []
+    if ss.get("sc_outage_unit") not in (None, NONE) and ss.get("sc_outage_hours", 0) > 0:
+        parts.append(
+            f"{ss['sc_outage_unit']} down {ss['sc_outage_hours']:g} h from "
+            f"{ss['sc_outage_date']:%d %b} {ss['sc_outage_time']:%H:%M}"
+        )
+    if ss.get("sc_risk_asset") not in (None, NONE):
+        parts.append(f"{ss['sc_risk_asset']} fails ({ss['sc_risk_p']:.0%})")
+    if ss.get("sc_demand"):
+        parts.append(f"demand {ss['sc_demand']:+d} %")
+    if ss.get("sc_pm_asset") not in (None, NONE):
+        parts.append(f"PM of {ss['sc_pm_asset']} moved to {ss['sc_pm_date']:%d %b}")
+    if ss.get("sc_shift_hours", 0) > 0:
+        parts.append(f"operators off {ss['sc_shift_hours']:g} h")
+    return ", ".join(parts) or "baseline only"
+
+
 local_now = now.tz_convert(tz)
 soon = (local_now + pd.Timedelta(hours=24)).ceil("h")
 DEFAULTS = {
-    "sc_name": "BR-202 down 3 days",
+    "sc_name": "",
     "sc_horizon": 30,
     "sc_reps": 200,
     "sc_seed": 0,
@@ -182,7 +204,7 @@ day_bounds = {
     "max_value": (local_now + pd.Timedelta(days=365)).date(),
 }
 with st.form("scenario"):
-    st.text_input("Scenario name", key="sc_name")
+    st.text_input("Scenario name", key="sc_name", placeholder="empty: named after what it changes")
     c1, c2, c3 = st.columns(3)
     c1.number_input("Horizon (days from now)", 1, 180, key="sc_horizon")
     c2.number_input("Replications", 10, 2000, step=10, key="sc_reps")
@@ -256,7 +278,7 @@ elif submitted:
             predicted_assets = [e.asset for e in predicted]
             options["predicted_assets"] = predicted_assets
             options["notes"] = risk_notes
-    name = ss["sc_name"].strip() or "scenario"
+    name = ss["sc_name"].strip() or _name_of(ss)
     horizon_days, reps, seed = ss["sc_horizon"], int(ss["sc_reps"]), int(ss["sc_seed"])
     scenario = Scenario(name=name, horizon_h=horizon_days * 24, events=events)
     levers = lever_runs(events, horizon, predicted_assets)
