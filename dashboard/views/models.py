@@ -402,9 +402,21 @@ if curves:
         left.dataframe(frame, hide_index=True, width="stretch")
         right.plotly_chart(reliability_chart(frame, f"Reliability {title}"), width="stretch")
         st.caption(comment)
+CALIBRATION_WORDS = {  # quality/calibration.py METHODS
+    "platt_per_progress": "Platt scaling, one per progress point",
+    "platt_progress": "Platt scaling with progress",
+    "platt": "Platt scaling",
+    "isotonic": "isotonic regression",
+    "beta": "beta calibration",
+    "none": "none (raw scores)",
+}
 cal = meta.get("calibration") or {}
 if cal.get("chosen"):
-    st.caption(f"Calibration method: {cal['chosen']} ({cal.get('rule', '')}).")
+    method = CALIBRATION_WORDS.get(cal["chosen"], str(cal["chosen"]).replace("_", " "))
+    rule = str(cal.get("rule", ""))
+    for code, words in CALIBRATION_WORDS.items():
+        rule = rule.replace(code, words)
+    st.caption(f"Calibration method: {method} ({rule}).")
 
 importance = importance_table(metrics.get("importance") or [])
 if not importance.empty:
