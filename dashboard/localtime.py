@@ -6,6 +6,7 @@ Stored times stay UTC (historian, audit trail, scores); only what is shown is co
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from datetime import datetime, tzinfo
@@ -13,9 +14,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
-__all__ = ["age", "local", "local_text", "plant_tz", "tz_problem"]
+__all__ = ["age", "local", "local_text", "machine_tz", "plant_tz", "tz_name", "tz_problem"]
 
 logger = logging.getLogger(__name__)
+
+
+def machine_tz() -> tzinfo:
+    """The machine's time zone: $TZ, else /etc/localtime's zone, else the current offset."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(OSError):
+        candidates.append(os.readlink("/etc/localtime").split("zoneinfo/")[-1])
+    for name in candidates:
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return datetime.now().astimezone().tzinfo
 
 
 def plant_tz() -> tzinfo:
@@ -26,7 +41,12 @@ def plant_tz() -> tzinfo:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
             logger.warning("BIOTWIN_TZ: unknown time zone %r; the machine's is used", name)
-    return datetime.now().astimezone().tzinfo
+    return machine_tz()
+
+
+def tz_name(tz: tzinfo) -> str:
+    """A readable name of a time zone (its IANA key, else its abbreviation)."""
+    return getattr(tz, "key", None) or datetime.now(tz).tzname() or str(tz)
 
 
 def tz_problem() -> str | None:

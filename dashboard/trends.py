@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from pathlib import Path
 
 import duckdb
@@ -30,7 +30,7 @@ import pandas as pd
 
 from connectors.historian import Historian
 from dashboard.envelope import golden_envelope, production_tags, trajectory
-from dashboard.localtime import plant_tz
+from dashboard.localtime import plant_tz, tz_name
 from dashboard.whatif import batch_outcomes
 from twin.config import PlantConfig
 
@@ -101,11 +101,6 @@ def local_tz() -> tzinfo:
     """The plant's time zone: $BIOTWIN_TZ (an IANA name), else the machine's
     (:func:`dashboard.localtime.plant_tz`; an unknown name is logged, the machine's used)."""
     return plant_tz()
-
-
-def tz_name(tz: tzinfo) -> str:
-    """A readable name of ``tz`` ("Europe/Brussels", "UTC")."""
-    return getattr(tz, "key", None) or datetime.now(tz).tzname() or str(tz)
 
 
 def local_text(ts, tz: tzinfo | None = None) -> str:

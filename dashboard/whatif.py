@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import math
 import os
@@ -33,11 +32,12 @@ from datetime import date, datetime, tzinfo
 from datetime import time as clock_time
 from multiprocessing import get_context
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
 
+from dashboard import localtime
+from dashboard.localtime import tz_name
 from twin.config import PlantConfig
 from twin.scenarios import (
     AssetOutage,
@@ -435,40 +435,10 @@ def run_study(
 DASH = "—"  # what an empty cell shows
 
 
-def _machine_tz() -> tzinfo:
-    """The machine's time zone: $TZ, else /etc/localtime's zone, else the current offset."""
-    candidates = [os.environ.get("TZ", "").lstrip(":")]
-    with contextlib.suppress(OSError):
-        candidates.append(os.readlink("/etc/localtime").split("zoneinfo/")[-1])
-    for name in candidates:
-        if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return datetime.now().astimezone().tzinfo
-
-
 def plant_tz() -> tuple[tzinfo, str | None]:
-    """The plant's local time zone and, if $BIOTWIN_TZ could not be used, why.
-
-    $BIOTWIN_TZ (an IANA name such as ``Europe/Brussels``), else the machine's zone.
-    """
-    name = os.environ.get("BIOTWIN_TZ", "").strip()
-    if not name:
-        return _machine_tz(), None
-    try:
-        return ZoneInfo(name), None
-    except (ZoneInfoNotFoundError, ValueError):
-        return _machine_tz(), (
-            f"BIOTWIN_TZ: must be an IANA time zone such as Europe/Brussels; got {name!r} "
-            "(the machine's time zone is used)"
-        )
-
-
-def tz_name(tz: tzinfo) -> str:
-    """A readable name of a time zone (its IANA key, else its abbreviation)."""
-    return getattr(tz, "key", None) or datetime.now(tz).tzname() or str(tz)
+    """The plant's local time zone and, if $BIOTWIN_TZ could not be used, why
+    (:mod:`dashboard.localtime`)."""
+    return localtime.plant_tz(), localtime.tz_problem()
 
 
 def plant_now(state: PlantState, config: PlantConfig | None = None) -> pd.Timestamp:
