@@ -22,6 +22,7 @@ page = st.navigation(
     [
         st.Page(HERE / "views" / "overview.py", title="Plant overview", default=True),
         st.Page(HERE / "views" / "triage.py", title="Batch triage (QA)"),
+        st.Page(HERE / "views" / "batch.py", title="Batch record"),
         st.Page(HERE / "views" / "assets.py", title="Asset health"),
         st.Page(HERE / "views" / "scenarios.py", title="Downtime scenarios"),
         st.Page(HERE / "views" / "models.py", title="Models"),

@@ -27,7 +27,10 @@ PRELOAD = (  # what the pages import (dashboard/views/*.py and the modules they 
     "plotly.subplots",
     "duckdb",
     "pyarrow",
+    "connectors.batch_states",
     "dashboard.audit",
+    "dashboard.batch_record",
+    "dashboard.disposition",
     "dashboard.envelope",
     "dashboard.events",
     "dashboard.maintenance",
@@ -37,6 +40,7 @@ PRELOAD = (  # what the pages import (dashboard/views/*.py and the modules they 
     "dashboard.trends",
     "dashboard.whatif",
     "quality.errors",
+    "quality.live",
     "quality.registry",
     "twin.scenarios",
 )
