@@ -290,7 +290,7 @@ def record_facts(record: dict | None) -> dict[str, str]:
             f"{words(decision)} on {local_text(when)}" if not _missing(when) else words(decision)
         )
     for key, label in (
-        ("start_time", "Released to production"),
+        ("start_time", "Started on the line"),
         ("filled_time", "Filled"),
         ("qc_start_time", "QC testing started"),
     ):
