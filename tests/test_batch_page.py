@@ -331,3 +331,10 @@ def test_the_page_without_a_link_shows_the_newest_batch(env, ctx):
     assert not at.exception
     assert at.selectbox(key="br_batch").value == batch_choices(ctx)[0]
     _assert_human(_page_text(at))
+
+
+def test_the_page_of_an_empty_store_says_there_is_no_batch(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIOTWIN_DATA_DIR", str(tmp_path))
+    at = AppTest.from_file(str(PAGE), default_timeout=60).run()
+    assert not at.exception
+    assert [i.value for i in at.info] == ["The historian has no batch yet: nothing to show."]
