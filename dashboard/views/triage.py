@@ -122,6 +122,10 @@ st.subheader("Batch detail")
 pick = st.selectbox("Batch", list(batches.index), key="tr_batch")
 if pick is not None:
     row = batches.loc[pick]
+    st.markdown(
+        f"[Open the batch record of {pick}](./batch?batch={pick}) (phases, QC results, "
+        "signatures, risk over the batch)"
+    )
     st.caption(
         f"{pick}: {row['state']}, last on {row['unit']} ({str(row['phase']).replace('_', ' ')}), "
         f"first data {local_text(row['first_seen'])}, last data {local_text(row['last_seen'])}."
