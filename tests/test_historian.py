@@ -273,21 +273,31 @@ def test_compaction_keeps_the_days_still_being_written_in_tiers(tmp_path):
 
 # ---------------------------------------------------------------------- other processes
 def _reader(root: str, stop, out, reads) -> None:
-    h = Historian(root, compact_every=None)
     counts = []
-    while not stop.is_set():
-        frame = h.query()
-        counts.append(len(frame))
-        if frame.duplicated(["tag", "time"]).any():
-            counts.append(-1)
-        with reads.get_lock():
-            reads.value += 1
+    try:
+        h = Historian(root, compact_every=None)
+        while not stop.is_set():
+            frame = h.query()
+            counts.append(len(frame))
+            if frame.duplicated(["tag", "time"]).any():
+                counts.append(-1)
+            with reads.get_lock():
+                reads.value += 1
+    except Exception as exc:  # reported to the test, which fails with it
+        import traceback
+
+        out.put(f"reader failed: {exc!r}\n{traceback.format_exc()}")
+        return
     out.put(counts)
 
 
-def _wait_for_reads(reads, more_than: int, timeout: float = 60.0) -> None:
+def _wait_for_reads(reads, more_than: int, timeout: float = 60.0, proc=None) -> None:
+    """Wait until the reader has read more than ``more_than`` times; fail at once if it
+    died (instead of waiting out every timeout)."""
     deadline = time.monotonic() + timeout
     while reads.value <= more_than and time.monotonic() < deadline:
+        if proc is not None and not proc.is_alive():
+            raise AssertionError(f"the reader process died (exit code {proc.exitcode})")
         time.sleep(0.01)
 
 
@@ -298,18 +308,19 @@ def test_a_reader_in_another_process_sees_only_whole_commits(tmp_path):
     proc = ctx.Process(target=_reader, args=(str(tmp_path), stop, out, reads))
     proc.start()
     try:
-        _wait_for_reads(reads, 0, timeout=120)  # the reader imported and polls the empty store
+        _wait_for_reads(reads, 0, timeout=120, proc=proc)  # it imported and polls the store
         for i in range(40):
             h.append(rows(n=100, start=T0 + pd.Timedelta(hours=3 * i), seed=i))
             if i % 10 == 9:
                 h.compact(min_files=2)
             if i % 3 == 0:  # interleave: on a loaded machine the reader may lag behind
-                _wait_for_reads(reads, reads.value)
+                _wait_for_reads(reads, reads.value, proc=proc)
         time.sleep(0.5)
     finally:
         stop.set()
         counts = out.get(timeout=60)
         proc.join(timeout=30)
+    assert not isinstance(counts, str), counts  # the reader's own failure, if any
     assert len(counts) > 10  # it really read while the writer wrote
     assert -1 not in counts  # never a duplicate
     assert all(c % 200 == 0 for c in counts)  # whole appends of 200 rows only

@@ -254,10 +254,10 @@ def test_planner_sees_dated_lot_delays_of_an_outage(plant):
         no_bad_words(page)
 
 
-def test_maintenance_and_models_pages_read_as_words(plant):
+def test_maintenance_models_and_batch_record_read_as_words(plant):
     from playwright.sync_api import expect
 
-    url, _ = plant
+    url, root = plant
     with browser_page() as page:
         page.goto(url, timeout=60_000)
         sign_in(page, "maint", "maint-demo")
@@ -272,4 +272,12 @@ def test_maintenance_and_models_pages_read_as_words(plant):
         goto(page, url, "Models")
         expect(page.get_by_text("Intended use").first).to_be_visible(timeout=60_000)
         page.screenshot(path=str(SHOTS / "models.png"), full_page=True)
+        no_bad_words(page)
+        # the batch record of the batch triage ranks first
+        scores = pd.read_parquet(root / "scores" / "batch_scores.parquet")
+        first = scores.sort_values("p_deviation").iloc[-1]["batch_id"]
+        page.goto(f"{url}/batch?batch={first}", timeout=60_000)
+        expect(page.get_by_text(f"{first}").first).to_be_visible(timeout=60_000)
+        expect(page.locator("[data-testid='stPlotlyChart']").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(SHOTS / "batch.png"), full_page=True)
         no_bad_words(page)
