@@ -25,9 +25,11 @@ KEY_SIGNALS = ("do", "temperature", "ph")  # the production bioreactor tags show
 LABELS = {"do": "DO (% sat)", "temperature": "temperature (degC)", "ph": "pH"}
 
 
-def production_tags(config: PlantConfig, signals=KEY_SIGNALS) -> dict[str, dict[str, str]]:
-    """{unit: {tag: signal}} for the units of the recipe's production step."""
-    step = next((s for s in config.recipe.steps if s.name == "production"), config.recipe.steps[0])
+def production_tags(
+    config: PlantConfig, signals=KEY_SIGNALS, step: str = "production"
+) -> dict[str, dict[str, str]]:
+    """{unit: {tag: signal}} for the units of a recipe step (default: production)."""
+    step = next((s for s in config.recipe.steps if s.name == step), config.recipe.steps[0])
     out = {}
     for unit in config.units:
         if unit.unit_class != step.unit_class:
@@ -50,11 +52,15 @@ def _production_records(ctx: pd.DataFrame, units) -> pd.DataFrame:
 
 
 def trajectory(
-    historian: Historian, config: PlantConfig, batch_id: str, signals=KEY_SIGNALS
+    historian: Historian,
+    config: PlantConfig,
+    batch_id: str,
+    signals=KEY_SIGNALS,
+    step: str = "production",
 ) -> pd.DataFrame:
     """The batch's key tags on the production bioreactor: unit, tag, signal, phase,
     batch_time_h, value, quality (empty if it has not reached one)."""
-    tags = production_tags(config, signals)
+    tags = production_tags(config, signals, step)
     wanted = {t: s for m in tags.values() for t, s in m.items()}
     data = historian.batch_series(batch_id, list(wanted))
     data = data[data["unit"].isin(list(tags))].copy()
@@ -73,6 +79,7 @@ def golden_envelope(
     resample: str = "10min",
     quantiles=(5, 95),
     min_batches: int = 3,
+    step: str = "production",
 ) -> pd.DataFrame:
     """Percentile band per signal and batch-time bin over ``batch_ids``.
 
@@ -82,7 +89,7 @@ def golden_envelope(
         signal, batch_time_h (bin centre), lo, median, hi, n (batches in the bin); bins
         with fewer than ``min_batches`` batches are left out.
     """
-    tags = production_tags(config, signals)
+    tags = production_tags(config, signals, step)
     records = _production_records(historian.batch_context(), tags)
     records = records[records["batch_id"].isin(set(batch_ids)) & records["end"].notna()]
     parts = []

@@ -17,9 +17,10 @@ import pandas as pd
 
 from connectors.batch_states import AWAITING, FINISHED, LIVE, batch_states, live_window_days
 from connectors.historian import Historian
+from dashboard.trends import eng_unit_label
 from twin.config import PlantConfig
 
-__all__ = ["ReviewQueue", "class_in_words", "review_queue"]
+__all__ = ["ReviewQueue", "class_in_words", "named_signals", "review_queue", "signal_label"]
 
 ACRONYMS = {"ph": "pH", "do": "DO", "cqa": "CQA", "oos": "OOS"}
 
@@ -96,6 +97,7 @@ def review_queue(
     for col in ("progress", "p_deviation", "p_class", "titer_pred"):
         queue[col] = float("nan")
     queue["likely_class"], queue["reasons"], queue["suspect_sensors"] = None, "", ""
+    queue["reason_tags"] = ""
     queue["low_confidence"] = pd.NA
     queue["trend"] = [[] for _ in range(len(queue))]
     if scores is None or "p_deviation" not in scores:
@@ -107,7 +109,7 @@ def review_queue(
         scored_at = pd.Timestamp(scores[when].max()) if when in scores else None
         for col in scores.columns.intersection(
             ["progress", "p_deviation", "p_class", "titer_pred", "likely_class", "reasons",
-             "suspect_sensors", "low_confidence", "model_version"]
+             "suspect_sensors", "low_confidence", "model_version", "reason_tags"]
         ):  # fmt: skip
             queue[col] = scores[col].reindex(queue.index)
         if trend is not None and len(trend):
@@ -123,3 +125,34 @@ def review_queue(
         scored_at=scored_at,
         note=note,
     )
+
+
+def named_signals(reason_tags, plant) -> list[tuple[str, str]]:
+    """(step, signal) of each process tag the reasons name ("production.do, ..."), for the
+    steps of the recipe."""
+    if not isinstance(reason_tags, str) or not reason_tags.strip():
+        return []
+    steps = {s.name for s in plant.recipe.steps}
+    out = []
+    for tag in reason_tags.split(","):
+        step, _, signal = tag.strip().partition(".")
+        if step in steps and signal and (step, signal) not in out:
+            out.append((step, signal))
+    return out[:3]
+
+
+def signal_label(plant, step: str, signal: str) -> str:
+    """ "Broth dissolved oxygen (%), production" from the plant configuration."""
+    unit_class = next((s.unit_class for s in plant.recipe.steps if s.name == step), None)
+    spec = (
+        next((g for g in plant.unit_classes[unit_class].signals if g.name == signal), None)
+        if unit_class in plant.unit_classes
+        else None
+    )
+    if spec is None:
+        return f"{signal.replace('_', ' ')} ({step.replace('_', ' ')})"
+    unit = eng_unit_label(spec.eng_unit, spec.description)
+    where = step.replace("_", " ")
+    if not unit or unit.lower() in spec.description.lower():
+        return f"{spec.description}, {where}"
+    return f"{spec.description} ({unit}), {where}"

@@ -36,7 +36,7 @@ import pandas as pd
 from quality.calibration import EvidenceGate, choose_calibrator
 from quality.data import BatchHistory
 from quality.errors import InputError, SchemaError
-from quality.explain import format_reasons, linear_reason_pairs, reason_pairs
+from quality.explain import format_reasons, linear_reason_pairs, reason_pairs, reason_tags
 from quality.features import BatchFeaturizer, Cube
 from quality.mspc import Trajectories, TrajectoryModel
 from quality.selection import (
@@ -523,14 +523,18 @@ class DeviationModel:
             out["suspect_sensors"] = [f"{s}; {note}" if s else note for s in out["suspect_sensors"]]
             out["low_confidence"] = True
         out.loc[no_data, "p_deviation"] = self.base_rate
-        out["reasons"] = ""
+        out["reasons"], out["reason_tags"] = "", ""
         if explain:
-            out["reasons"] = self._reasons(M, X, cube, progress, top)
+            pairs = self._reason_pairs(M, X, cube, progress)
+            out["reasons"] = [format_reasons(row, top) for row in pairs]
+            out["reason_tags"] = [reason_tags(row, top) for row in pairs]
         out.loc[no_data, "reasons"] = "no data for this batch yet: the score is the base rate"
+        out.loc[no_data, "reason_tags"] = ""
         return out
 
-    def _reasons(self, M, X, cube: Cube, progress, top: int) -> list[str]:
-        """The chosen pipeline's contributions in words (a mean of pipelines: both, halved)."""
+    def _reason_pairs(self, M, X, cube: Cube, progress) -> list[list[tuple]]:
+        """The chosen pipeline's contributions as (log-odds, words, tag) for each batch (a
+        mean of pipelines: both, halved)."""
         members = self._members()
         weight = 1.0 / len(members)
         pairs = [[] for _ in range(len(X))]
@@ -546,4 +550,4 @@ class DeviationModel:
                 )
             for i, row in enumerate(part):
                 pairs[i].extend(row)
-        return [format_reasons(row, top) for row in pairs]
+        return pairs

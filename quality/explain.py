@@ -18,6 +18,7 @@ __all__ = [
     "format_reasons",
     "linear_reason_pairs",
     "reason_pairs",
+    "reason_tags",
     "reasons",
 ]
 
@@ -64,8 +65,16 @@ def describe(feature: str, value, names: dict[str, str]) -> str:
     }.get(stat, f"{name} {stat} {_fmt(v)}")
 
 
-def reason_pairs(contrib: np.ndarray, X: pd.DataFrame, model) -> list[list[tuple[float, str]]]:
-    """Each row's non-zero feature contributions as (log-odds, words) pairs."""
+def _tag_of(feature: str) -> str | None:
+    """The process tag a feature is computed from (None: progress, context, ages)."""
+    if "|" not in feature or feature.startswith("ctx|"):
+        return None
+    tag = feature.rsplit("|", 1)[0]
+    return None if tag.startswith("asset.") else tag
+
+
+def reason_pairs(contrib: np.ndarray, X: pd.DataFrame, model) -> list[list[tuple]]:
+    """Each row's non-zero feature contributions as (log-odds, words, tag or None)."""
     names = model.featurizer.tag_names
     cols = list(X.columns)
     values = X.to_numpy(dtype=object)
@@ -73,7 +82,13 @@ def reason_pairs(contrib: np.ndarray, X: pd.DataFrame, model) -> list[list[tuple
     for i in range(len(X)):
         c = contrib[i]
         order = np.argsort(-np.abs(c))[:12]
-        out.append([(float(c[j]), describe(cols[j], values[i, j], names)) for j in order if c[j]])
+        out.append(
+            [
+                (float(c[j]), describe(cols[j], values[i, j], names), _tag_of(cols[j]))
+                for j in order
+                if c[j]
+            ]
+        )
     return out
 
 
@@ -94,7 +109,7 @@ def linear_reason_pairs(contrib, z_recent, spe_ratio, traj, names) -> list:
             if not c:
                 continue
             if j == len(tags):
-                row.append((c, "tags together off the normal batches' correlation (T2 / SPE)"))
+                row.append((c, "tags together off the normal batches' correlation (T2 / SPE)", ""))
                 continue
             name = names.get(tags[j], tags[j])
             z, r = float(z_recent[i, j]), float(spe_ratio[i, j])
@@ -103,18 +118,36 @@ def linear_reason_pairs(contrib, z_recent, spe_ratio, traj, names) -> list:
                 text = f"{name} {abs(z):.1f} sd {side} the normal batches' trajectory lately"
             else:
                 text = f"{name} out of step with the other tags (SPE {r:.1f}x typical)"
-            row.append((c, text))
+            row.append((c, text, None if tags[j].startswith("asset.") else tags[j]))
         out.append(row)
     return out
 
 
-def format_reasons(pairs: list[tuple[float, str]], top: int = 3) -> str:
-    """The ``top`` risk-raising pairs, ``; ``-separated; else what lowered the risk most."""
+def _shown(pairs: list[tuple], top: int) -> tuple[list[tuple], bool]:
+    """The pairs a reason text shows: the ``top`` risk-raising ones, else the ``top`` that
+    lowered it most (and whether they raise)."""
     up = sorted((p for p in pairs if p[0] > 0), key=lambda p: -p[0])[:top]
     if up:
-        return "; ".join(f"{text} (+{c:.2f})" for c, text in up)
-    down = sorted(pairs, key=lambda p: p[0])[:top]
-    return "; ".join(f"lowers risk: {text}" for _, text in down)
+        return up, True
+    return sorted(pairs, key=lambda p: p[0])[:top], False
+
+
+def format_reasons(pairs: list[tuple], top: int = 3) -> str:
+    """The ``top`` risk-raising pairs, ``; ``-separated; else what lowered the risk most."""
+    shown, raises = _shown(pairs, top)
+    if raises:
+        return "; ".join(f"{p[1]} (+{p[0]:.2f})" for p in shown)
+    return "; ".join(f"lowers risk: {p[1]}" for p in shown)
+
+
+def reason_tags(pairs: list[tuple], top: int = 3) -> str:
+    """The process tags the reasons of :func:`format_reasons` name, in the same order,
+    ``, ``-separated (without repeats; reasons about no single tag are left out)."""
+    tags = []
+    for p in _shown(pairs, top)[0]:
+        if p[2] and p[2] not in tags:
+            tags.append(p[2])
+    return ", ".join(tags)
 
 
 def reasons(contrib: np.ndarray, X: pd.DataFrame, model, top: int = 3) -> list[str]:

@@ -245,6 +245,7 @@ def scored(env):
             "p_deviation": [0.5] * len(state.batches),
             "likely_class": ["do_excursion"] * len(state.batches),
             "reasons": ["DO below envelope for 3.2 h in growth"] * len(state.batches),
+            "reason_tags": ["production.do"] * len(state.batches),
             "low_confidence": [b.batch_id == on_br for b in state.batches],
             "suspect_sensors": [
                 "AIC-2012.PV" if b.batch_id == on_br else "" for b in state.batches
@@ -366,10 +367,13 @@ def test_triage_shows_scores_and_the_batch_against_the_golden_envelope(scored):
     assert any("AIC-2012.PV" in w.value for w in at.warning)
     assert any("DO below envelope for 3.2 h in growth" in m.value for m in at.markdown)
     assert any("batches that ended good" in c.value for c in at.caption)
-    chart = at.get("plotly_chart")[0]
-    fig = json.loads(chart.proto.spec)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1  # one chart per signal the reasons name: DO
+    fig = json.loads(charts[0].proto.spec)
     names = {t.get("name") for t in fig["data"]}
     assert {"golden batch 5-95 %", "golden median", flagged.iloc[0]} <= names
+    assert fig["layout"]["title"]["text"].startswith("Dissolved oxygen (%), production on BR-")
+    assert any("The signals the reasons name" in c.value for c in at.caption)
 
 
 def test_golden_envelope_of_good_batches(config, store):

@@ -130,3 +130,31 @@ def test_a_state_split_by_a_restart_counts_from_its_first_part(tmp_path, config)
     status = unit_status(historian, config, at=T0 + pd.Timedelta(hours=40)).set_index("unit")
     assert status.loc["BR-201", "phase"] == "fed_batch"
     assert status.loc["BR-201", "since"] == T0 + pd.Timedelta(hours=10)
+
+
+def test_the_signals_the_reasons_name_are_charted_with_their_units(config):
+    from dashboard.review import named_signals, signal_label
+
+    pairs = named_signals("production.do, seed_culture.ph, production.do, no_such.x", config)
+    assert pairs == [("production", "do"), ("seed_culture", "ph")]
+    assert named_signals("", config) == [] and named_signals(None, config) == []
+    assert signal_label(config, "production", "do") == "Dissolved oxygen (%), production"
+    assert signal_label(config, "seed_culture", "ph") == "Broth pH, seed culture"
+
+
+def test_reasons_name_the_tags_they_are_about():
+    from quality.explain import format_reasons, reason_tags
+
+    pairs = [
+        (0.9, "DO low", "production.do"),
+        (0.5, "tags together off (T2 / SPE)", ""),
+        (0.4, "DO unsteady", "production.do"),
+        (0.3, "pH drifting", "production.ph"),
+        (-0.2, "temperature fine", "production.temperature"),
+    ]
+    assert format_reasons(pairs, 3).startswith("DO low (+0.90); tags together")
+    assert reason_tags(pairs, 3) == "production.do"  # the three shown: DO twice, T2/SPE
+    assert reason_tags(pairs, 4) == "production.do, production.ph"
+    assert reason_tags([(-0.2, "temperature fine", "production.temperature")], 3) == (
+        "production.temperature"
+    )

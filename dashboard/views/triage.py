@@ -5,24 +5,59 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from connectors.historian import Historian, HistorianError
 from dashboard.audit import AuditTrail
 from dashboard.disposition import disposition_form
-from dashboard.envelope import KEY_SIGNALS, LABELS, golden_envelope, trajectory
+from dashboard.envelope import KEY_SIGNALS, golden_envelope, trajectory
 from dashboard.localtime import local_text
 from dashboard.plant import data_dir
-from dashboard.review import review_queue
+from dashboard.review import named_signals, review_queue, signal_label
 from dashboard.session import config, historian, roles
 from dashboard.whatif import batch_outcomes
 
 
 @st.cache_data(ttl=600, show_spinner="golden-batch envelope")
-def envelope(store: str, batch_ids: tuple[str, ...], stamp: int) -> pd.DataFrame:
-    """The envelope of these batches (cached; ``stamp`` changes when batches finish)."""
+def envelope(
+    store: str, batch_ids: tuple[str, ...], stamp: int, signal: str, step: str
+) -> pd.DataFrame:
+    """The envelope of one signal of a step over these batches (cached; ``stamp`` changes
+    when batches finish)."""
     del stamp
-    return golden_envelope(Historian(f"{store}/historian"), config(), batch_ids)
+    return golden_envelope(
+        Historian(f"{store}/historian"), config(), batch_ids, signals=(signal,), step=step
+    )
+
+
+def envelope_figure(traj: pd.DataFrame, band: pd.DataFrame, pick: str, label: str, step: str):
+    """One signal of the batch (red) over the envelope band (green) and its median."""
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(x=band["batch_time_h"], y=band["hi"], line={"width": 0}, showlegend=False,
+                   hoverinfo="skip")
+    )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=band["batch_time_h"], y=band["lo"], line={"width": 0}, fill="tonexty",
+            fillcolor="rgba(60,160,90,0.25)", name="golden batch 5-95 %",
+        )
+    )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(x=band["batch_time_h"], y=band["median"], line={"dash": "dot", "color": "green"},
+                   name="golden median")
+    )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=traj["batch_time_h"], y=traj["value"], line={"color": "crimson"}, name=pick,
+            customdata=traj[["phase"]], hovertemplate="%{y:.3f} (%{customdata[0]})",
+        )
+    )  # fmt: skip
+    unit = traj["unit"].iloc[0] if len(traj) else ""
+    fig.update_layout(
+        title=f"{label} on {unit}", height=260, margin={"t": 40, "b": 30},
+        xaxis_title=f"hours since the batch entered {unit} (h)", yaxis_title=label.split(",")[0],
+    )  # fmt: skip
+    return fig
 
 
 def percent(value) -> str:
@@ -167,81 +202,35 @@ if pick is not None:
     else:  # no outcomes known: every other batch that went through production
         good = tuple(sorted(set(batches.index) - {pick}))
         band_of = f"{len(good)} other batches (no outcomes known, so not only good ones)"
-    try:
-        traj = trajectory(h, config(), pick)
-    except HistorianError as exc:
-        traj = pd.DataFrame()
-        st.caption(str(exc))
-    if traj.empty:
-        st.caption(f"{pick} has no data on a production bioreactor yet (historian).")
-    else:
-        band = envelope(str(store), good, len(ctx))
-        fig = make_subplots(rows=len(KEY_SIGNALS), cols=1, shared_xaxes=True, vertical_spacing=0.04)
-        for i, sig in enumerate(KEY_SIGNALS, start=1):
-            b = band[band["signal"] == sig]
-            t = traj[traj["signal"] == sig]
-            first = i == 1
-            fig.add_trace(
-                go.Scatter(
-                    x=b["batch_time_h"],
-                    y=b["hi"],
-                    line={"width": 0},
-                    showlegend=False,
-                    hoverinfo="skip",
-                ),
-                row=i,
-                col=1,
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=b["batch_time_h"],
-                    y=b["lo"],
-                    line={"width": 0},
-                    fill="tonexty",
-                    fillcolor="rgba(60,160,90,0.25)",
-                    name="golden batch 5-95 %",
-                    showlegend=first,
-                    legendgroup="band",
-                ),
-                row=i,
-                col=1,
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=b["batch_time_h"],
-                    y=b["median"],
-                    line={"dash": "dot", "color": "green"},
-                    name="golden median",
-                    showlegend=first,
-                    legendgroup="median",
-                ),
-                row=i,
-                col=1,
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=t["batch_time_h"],
-                    y=t["value"],
-                    line={"color": "crimson"},
-                    name=pick,
-                    showlegend=first,
-                    legendgroup="batch",
-                    customdata=t[["phase"]],
-                    hovertemplate="%{y:.3f} (%{customdata[0]})",
-                ),
-                row=i,
-                col=1,
-            )
-            fig.update_yaxes(title_text=LABELS.get(sig, sig), row=i, col=1)
-        fig.update_xaxes(
-            title_text="batch time on the production bioreactor (h)", row=len(KEY_SIGNALS), col=1
+    charts = named_signals(row.get("reason_tags"), config())
+    named = bool(charts)
+    if not charts:
+        charts = [("production", sig) for sig in KEY_SIGNALS]
+    shown = 0
+    for step, signal in charts:
+        try:
+            traj = trajectory(h, config(), pick, signals=(signal,), step=step)
+        except HistorianError as exc:
+            st.caption(str(exc))
+            continue
+        label = signal_label(config(), step, signal)
+        if traj.empty:
+            st.caption(f"{pick} has no data of {label} yet (it has not reached that step).")
+            continue
+        band = envelope(str(store), good, len(ctx), signal, step)
+        st.plotly_chart(
+            envelope_figure(traj, band, pick, label, step),
+            width="stretch",
+            key=f"env_{step}_{signal}",
         )
-        fig.update_layout(height=220 * len(KEY_SIGNALS), margin={"t": 30})
-        st.plotly_chart(fig, width="stretch")
+        shown += 1
+    if shown:
+        n_band = f"{band_of}"
         st.caption(
-            f"{pick} on {traj['unit'].iloc[0]} against the envelope of {band_of}: "
-            "per 1-hour bin of batch time, 5-95 % of their bin means (bins with at least "
-            "3 batches)."
+            ("The signals the reasons name" if named else "Key production signals")
+            + f", {pick} (red) against the envelope of {n_band} (green band): per 1-hour "
+            "bin of time on the unit, the 5-95 % range of those batches' bin means (bins "
+            "with at least 3 batches). Batch time starts when the batch entered the unit."
         )
 
 st.subheader("Disposition")
