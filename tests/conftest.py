@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from twin.config import load_config
 from twin.simulate import simulate
+
+
+@pytest.fixture(autouse=True)
+def _main_module_kept():
+    """Streamlit's AppTest leaves the page it ran as ``sys.modules["__main__"]``; a process
+    started later with "spawn" would then run that page before its target (and die in it).
+    Put the real main module back after every test."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")
