@@ -47,11 +47,14 @@ from dashboard.cli import _streamlit_command
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = {
-    "": "units running",
+    "": "Units running",
     "triage": "Batch triage",
+    "batch": "ISA-88 phase timeline",
     "assets": "Find the window",
     "scenarios": "Run baseline and scenario",
     "models": "No model in the registry yet",  # the bench store has no models
+    "trends": "Time range",
+    "events": "Alarms and events",
 }
 
 
