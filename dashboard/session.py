@@ -168,7 +168,7 @@ def _signed_in(user: str, entry: dict, until: float) -> None:
 
 
 def _forget() -> None:
-    for key in ("user", "roles", "full_name", "signed_in_until"):
+    for key in ("user", "roles", "full_name", "signed_in_until", "session_cookie"):
         st.session_state.pop(key, None)
 
 
@@ -194,6 +194,7 @@ def _sign_in(users_file: Path, store: Path) -> None:
     state.pop("signed_out", None)
     token = session_token(name, session_key(store), now=now)
     state["cookie_script"] = _cookie_script(token, int(SESSION_HOURS * 3600))
+    state["session_cookie"] = token  # written again on every run while signed in
 
 
 def _restore(users_file: Path, store: Path) -> None:
@@ -245,5 +246,11 @@ def sign_in_box() -> None:
             st.caption(f"Signed in until {until} (sessions last {SESSION_HOURS:g} h)")
             st.button("Sign out", on_click=_sign_out)
         script = state.pop("cookie_script", None)
+        if script is None and state.get("user") and state.get("session_cookie"):
+            # on every run while signed in, not only the sign-in's: a run that follows at
+            # once can remove the script's element before the browser has run it
+            left = int(state.get("signed_in_until", 0) - time.time())
+            if left > 0:
+                script = _cookie_script(state["session_cookie"], left)
         if script:
             st.html(script, unsafe_allow_javascript=True)
