@@ -40,11 +40,6 @@ STATS = (
 SLOPE_BINS = 6
 #: the recent window of ``z_recent``, as a share of the nominal duration (at least 2 bins)
 RECENT_SHARE = 0.1
-#: running sums kept per bin for :meth:`BatchFeaturizer.stats` (in this order)
-PREFIX = (
-    "n", "s", "ss", "k", "kk", "kv", "below", "above", "at_max", "bad", "max_z", "zs", "zn",
-    "last_k",
-)  # fmt: skip
 MIN_GOOD_FOR_ENVELOPE = 5
 
 
@@ -57,7 +52,7 @@ class Cube:
     t_h: np.ndarray
     sd: np.ndarray
     bad: np.ndarray
-    prefix: np.ndarray | None = None
+    prefix: dict | None = None
     #: running maximum of bin time and the last seen-bins answer, shared by the pipelines
     tacc: np.ndarray | None = None
     memo: dict = field(default_factory=dict)
@@ -297,61 +292,53 @@ class BatchFeaturizer:
 
         Within a batch and tag, bins follow batch time, so the bins seen by a cut-off are a
         prefix: every statistic is read from running sums (computed once per cube and kept
-        on it), which makes a snapshot cost a gather instead of a pass over all bins. The
-        running sums are stored side by side (one row of :data:`PREFIX` per bin), so that
-        one gather fetches all of them from adjacent memory.
+        on it), which makes a snapshot cost a gather instead of a pass over all bins.
         """
-        P = self._prefix(cube)
-        at = cube.seen(cut) - 1
+        p = self._prefix(cube)
+        at = cube.seen(cut) - 1  # shared with the other pipelines of the snapshot
 
         n_b, n_t, n_k = cube.value.shape
-        base = np.arange(n_b * n_t).reshape(n_b, n_t) * (n_k + 1)
-        flat = P.reshape(-1, len(PREFIX))
-        q = {name: i for i, name in enumerate(PREFIX)}
+        base = np.arange(n_b * n_t).reshape(n_b, n_t) * n_k
 
-        def take(index: np.ndarray) -> dict[str, np.ndarray]:
-            # row 0 of each (batch, tag) holds zeros: the sums before the first bin
-            rows = flat[base + np.maximum(index + 1, 0)]
-            return {name: rows[..., i] for name, i in q.items()}
+        def take(name: str, index: np.ndarray) -> np.ndarray:
+            x = p[name].reshape(-1)[base + np.maximum(index, 0)]
+            return np.where(index >= 0, x, 0)
 
         bh = self.bin_h
-        now = take(at)
-        n = now["n"]
+        n = take("n", at)
         with np.errstate(all="ignore"):
-            mean_c = now["s"] / n
-            var = np.maximum(now["ss"] / n - mean_c**2, 0.0)
-            last_k = np.where(at >= 0, now["last_k"], -1).astype(np.int64)
-            last = cube.value.reshape(-1)[base // (n_k + 1) * n_k + np.maximum(last_k, 0)]
-            end = take(last_k)
-            start = take(last_k - SLOPE_BINS)
-            w = {name: end[name] - start[name] for name in ("n", "k", "kk", "s", "kv")}
+            mean_c = take("s", at) / n
+            var = np.maximum(take("ss", at) / n - mean_c**2, 0.0)
+            last_k = np.where(at >= 0, take("last_k", at), -1)
+            last = cube.value.reshape(-1)[base + np.maximum(last_k, 0)]
+            lo = last_k - SLOPE_BINS
+            w = {q: take(q, last_k) - take(q, lo) for q in ("n", "k", "kk", "s", "kv")}
             den = w["n"] * w["kk"] - w["k"] ** 2
             num = w["n"] * w["kv"] - w["k"] * w["s"]
             slope = np.where((w["n"] > 1) & (den > 0), num / den / bh, np.nan)
-            max_z = now["max_z"]
-            z_mean = np.where(now["zn"] > 0, now["zs"] / now["zn"], np.nan)
-            before = take(last_k - self.recent_bins)
-            rn = end["zn"] - before["zn"]
-            z_recent = np.where(rn > 0, (end["zs"] - before["zs"]) / rn, np.nan)
+            max_z = take("max_z", at)
+            zn, zs = take("zn", at), take("zs", at)
+            z_mean = np.where(zn > 0, zs / zn, np.nan)
+            lo_r = last_k - self.recent_bins
+            rn = take("zn", last_k) - take("zn", lo_r)
+            z_recent = np.where(rn > 0, (take("zs", last_k) - take("zs", lo_r)) / rn, np.nan)
         no_data = n == 0
-        bad_h = now["bad"] * bh
+        bad_h = take("bad", at) * bh
         return {
             "mean": np.where(no_data, np.nan, mean_c + self.center[None, :]),
             "std": np.where(n > 1, np.sqrt(var), np.nan),
             "last": np.where(last_k >= 0, last, np.nan),
             "slope": slope,
-            "below_h": np.where(no_data, np.nan, now["below"] * bh),
-            "above_h": np.where(no_data, np.nan, now["above"] * bh),
+            "below_h": np.where(no_data, np.nan, take("below", at) * bh),
+            "above_h": np.where(no_data, np.nan, take("above", at) * bh),
             "max_z": np.where(np.isfinite(max_z) & ~no_data, max_z, np.nan),
-            "at_max_h": np.where(no_data, np.nan, now["at_max"] * bh),
+            "at_max_h": np.where(no_data, np.nan, take("at_max", at) * bh),
             "bad_h": np.where(no_data & (bad_h == 0), np.nan, bad_h),
             "z_mean": np.where(no_data, np.nan, z_mean),
             "z_recent": np.where(no_data, np.nan, z_recent),
         }
 
-    def _prefix(self, cube: Cube) -> np.ndarray:
-        """The running sums (batch x tag x (1 + bin) x :data:`PREFIX`; the first row:
-        zeros, the sums before the first bin), made once per cube."""
+    def _prefix(self, cube: Cube) -> dict[str, np.ndarray]:
         if cube.prefix is not None:
             return cube.prefix
         k = np.arange(self.n_bins, dtype=float)[None, None, :]
@@ -364,31 +351,23 @@ class BatchFeaturizer:
             zsigned = np.where(zsigned != 0, zsigned / self.env_width[None], 0.0)
         zfin = valid & np.isfinite(z)
         z = np.where(zfin, z, -np.inf)
-        n_b, n_t, n_k = cube.value.shape
-        P = np.zeros((n_b, n_t, n_k + 1, len(PREFIX)))
-        sums = {
-            "n": valid,
-            "s": v,
-            "ss": v * v,
-            "k": valid * k,
-            "kk": valid * k * k,
-            "kv": v * k,
-            "below": valid & (cube.value < self.env_lo[None]),
-            "above": valid & (cube.value > self.env_hi[None]),
-            "at_max": valid & (cube.value >= self.sat_level[None, :, None]),
-            "bad": np.where(np.isfinite(cube.t_h), cube.bad, 0.0),
-            "zs": zsigned,
-            "zn": zfin,
+        cube.prefix = {
+            "n": np.cumsum(valid, axis=2),
+            "s": np.cumsum(v, axis=2),
+            "ss": np.cumsum(v * v, axis=2),
+            "k": np.cumsum(valid * k, axis=2),
+            "kk": np.cumsum(valid * k * k, axis=2),
+            "kv": np.cumsum(v * k, axis=2),
+            "below": np.cumsum(valid & (cube.value < self.env_lo[None]), axis=2),
+            "above": np.cumsum(valid & (cube.value > self.env_hi[None]), axis=2),
+            "at_max": np.cumsum(valid & (cube.value >= self.sat_level[None, :, None]), axis=2),
+            "bad": np.cumsum(np.where(np.isfinite(cube.t_h), cube.bad, 0.0), axis=2),
+            "max_z": np.maximum.accumulate(z, axis=2),
+            "zs": np.cumsum(zsigned, axis=2),
+            "zn": np.cumsum(zfin, axis=2),
+            "last_k": np.maximum.accumulate(np.where(valid, k, -1.0), axis=2).astype(int),
         }
-        for i, name in enumerate(PREFIX):
-            if name in sums:
-                np.cumsum(sums[name], axis=2, out=P[:, :, 1:, i])
-        np.maximum.accumulate(z, axis=2, out=P[:, :, 1:, PREFIX.index("max_z")])
-        np.maximum.accumulate(
-            np.where(valid, k, -1.0), axis=2, out=P[:, :, 1:, PREFIX.index("last_k")]
-        )
-        cube.prefix = P
-        return P
+        return cube.prefix
 
     def envelope_hours(self, features: pd.DataFrame) -> pd.Series:
         """The golden-batch rule's score: total hours outside the envelope, over all tags."""
