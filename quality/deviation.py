@@ -438,11 +438,19 @@ class DeviationModel:
         X = self.featurizer.transform(history, batch_ids, progress)
         return X[self.features]
 
-    def _raw(self, history, ids, progress, cube: Cube, *, once: bool = False):
-        """Log-odds of the chosen pipeline, and the LightGBM feature rows (or None)."""
+    def _raw(self, history, ids, progress, cube: Cube, *, once: bool = False, frame=True):
+        """Log-odds of the chosen pipeline, and the LightGBM feature rows (or None).
+
+        ``frame=False`` (scoring without explanations) reads the features as the booster's
+        float matrix directly, without building the feature table.
+        """
         parts, X = [], None
+        frame = frame or self.featurizer.feature_names() != self.features
         for name in self._members():
-            if name == "lgbm":
+            if name == "lgbm" and not frame:
+                M = self.featurizer.matrix(history, ids, progress, cube)
+                parts.append(self.classifier.booster_.predict(M, raw_score=True))
+            elif name == "lgbm":
                 X = self.featurizer.transform(history, ids, progress, cube, once=once)
                 X = X[self.features]
                 M = _feature_matrix(X)
@@ -460,7 +468,7 @@ class DeviationModel:
         ids = pd.Index(batch_ids)
         cube = cube if cube is not None else self.featurizer.cube(history, ids)
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
-        raw, _ = self._raw(history, ids, progress, cube)
+        raw, _ = self._raw(history, ids, progress, cube, frame=False)
         return self.calibrator.predict(raw, progress)
 
     def predict(

@@ -201,6 +201,37 @@ class BatchFeaturizer:
             context columns have the fitted categories (unseen values become missing).
         """
         ids = pd.Index(batch_ids)
+        data, ctx = self._numeric(history, ids, progress, cube, once=once)
+        names = self.feature_names()[: data.shape[1]]
+        frame = pd.DataFrame(data, index=ids, columns=names)
+        for col, cats in self.context_categories.items():
+            values = ctx[col].astype("string") if col in ctx else pd.Series(pd.NA, index=ids)
+            values = values.where(values.isin(cats))  # unseen categories become missing
+            frame[f"ctx|{col}"] = pd.Categorical(values.to_numpy(dtype=object), categories=cats)
+        return frame
+
+    def matrix(
+        self, history: BatchHistory, batch_ids, progress, cube: Cube | None = None
+    ) -> np.ndarray:
+        """:meth:`transform` as the float matrix the booster reads (scoring's fast path).
+
+        Columns in :meth:`feature_names` order; a categorical context column holds its
+        category code (missing or unseen: NaN), which is how LightGBM reads a pandas
+        categorical with the fitted categories.
+        """
+        ids = pd.Index(batch_ids)
+        data, ctx = self._numeric(history, ids, progress, cube)
+        codes = []
+        for col, cats in self.context_categories.items():
+            if col in ctx:
+                code = pd.Index(cats).get_indexer(ctx[col].astype("string")).astype(float)
+            else:
+                code = np.full(len(ids), -1.0)
+            codes.append(np.where(code >= 0, code, np.nan))
+        return np.column_stack([data, *codes]) if codes else data
+
+    def _numeric(self, history, ids: pd.Index, progress, cube, *, once: bool = False):
+        """Progress, cut-off, tag statistics and numeric context of ``ids``, and the context."""
         cube = cube if cube is not None else self.cube(history, ids)
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
         cut = progress * self.nominal_h
@@ -218,14 +249,7 @@ class BatchFeaturizer:
             else np.full(len(ids), np.nan)
             for col in self.context_numeric
         ]
-        data = np.column_stack([progress, cut, block, *numeric])
-        names = self.feature_names()[: data.shape[1]]
-        frame = pd.DataFrame(data, index=ids, columns=names)
-        for col, cats in self.context_categories.items():
-            values = ctx[col].astype("string") if col in ctx else pd.Series(pd.NA, index=ids)
-            values = values.where(values.isin(cats))  # unseen categories become missing
-            frame[f"ctx|{col}"] = pd.Categorical(values.to_numpy(dtype=object), categories=cats)
-        return frame
+        return np.column_stack([progress, cut, block, *numeric]), ctx
 
     def stats_direct(self, cube: Cube, cut: np.ndarray) -> dict[str, np.ndarray]:
         """Per (batch, tag) statistics of the bins seen by ``cut``, computed directly.
@@ -298,11 +322,19 @@ class BatchFeaturizer:
         at = cube.seen(cut) - 1  # shared with the other pipelines of the snapshot
 
         n_b, n_t, n_k = cube.value.shape
-        base = np.arange(n_b * n_t).reshape(n_b, n_t) * n_k
+        row = np.arange(n_b)[:, None] * n_k
+        tag = np.arange(n_t)[None, :]
+
+        flats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
         def take(name: str, index: np.ndarray) -> np.ndarray:
-            x = p[name].reshape(-1)[base + np.maximum(index, 0)]
-            return np.where(index >= 0, x, 0)
+            # running sums are batch x bin x tag: a batch's tags at one bin are neighbours
+            if id(index) not in flats:  # the few cut-off arrays live through this call
+                ok = index >= 0
+                flats[id(index)] = ((row + np.maximum(index, 0)) * n_t + tag, ok, ok.all())
+            flat, ok, all_ok = flats[id(index)]
+            x = np.take(p[name], flat)
+            return x if all_ok else np.where(ok, x, 0)
 
         bh = self.bin_h
         n = take("n", at)
@@ -310,7 +342,7 @@ class BatchFeaturizer:
             mean_c = take("s", at) / n
             var = np.maximum(take("ss", at) / n - mean_c**2, 0.0)
             last_k = np.where(at >= 0, take("last_k", at), -1)
-            last = cube.value.reshape(-1)[base + np.maximum(last_k, 0)]
+            last = cube.value.reshape(-1)[(row * n_t + tag * n_k) + np.maximum(last_k, 0)]
             lo = last_k - SLOPE_BINS
             w = {q: take(q, last_k) - take(q, lo) for q in ("n", "k", "kk", "s", "kv")}
             den = w["n"] * w["kk"] - w["k"] ** 2
@@ -339,34 +371,44 @@ class BatchFeaturizer:
         }
 
     def _prefix(self, cube: Cube) -> dict[str, np.ndarray]:
+        """Running sums over bins of the per-bin statistics, laid out batch x bin x tag.
+
+        The layout puts a batch's tags at one bin side by side, so the gather of a snapshot
+        (one bin per batch, every tag) reads a few cache lines per batch, not one per tag.
+        """
         if cube.prefix is not None:
             return cube.prefix
-        k = np.arange(self.n_bins, dtype=float)[None, None, :]
-        valid = np.isfinite(cube.value)
-        v = np.where(valid, cube.value - self.center[None, :, None], 0.0)
+        value = np.ascontiguousarray(cube.value.transpose(0, 2, 1))
+        t_h = cube.t_h.transpose(0, 2, 1)
+        bad = cube.bad.transpose(0, 2, 1)
+        k = np.arange(self.n_bins, dtype=float)[None, :, None]
+        env_med, env_width = self.env_med.T[None], self.env_width.T[None]
+        valid = np.isfinite(value)
+        v = np.where(valid, value - self.center[None, None, :], 0.0)
         with np.errstate(all="ignore"):
-            z = np.abs(cube.value - self.env_med[None]) / self.env_width[None]
-        zsigned = np.where(valid & np.isfinite(z), (cube.value - self.env_med[None]), 0.0)
+            z = np.abs(value - env_med) / env_width
+        zsigned = np.where(valid & np.isfinite(z), (value - env_med), 0.0)
         with np.errstate(all="ignore"):
-            zsigned = np.where(zsigned != 0, zsigned / self.env_width[None], 0.0)
+            zsigned = np.where(zsigned != 0, zsigned / env_width, 0.0)
         zfin = valid & np.isfinite(z)
         z = np.where(zfin, z, -np.inf)
         cube.prefix = {
-            "n": np.cumsum(valid, axis=2),
-            "s": np.cumsum(v, axis=2),
-            "ss": np.cumsum(v * v, axis=2),
-            "k": np.cumsum(valid * k, axis=2),
-            "kk": np.cumsum(valid * k * k, axis=2),
-            "kv": np.cumsum(v * k, axis=2),
-            "below": np.cumsum(valid & (cube.value < self.env_lo[None]), axis=2),
-            "above": np.cumsum(valid & (cube.value > self.env_hi[None]), axis=2),
-            "at_max": np.cumsum(valid & (cube.value >= self.sat_level[None, :, None]), axis=2),
-            "bad": np.cumsum(np.where(np.isfinite(cube.t_h), cube.bad, 0.0), axis=2),
-            "max_z": np.maximum.accumulate(z, axis=2),
-            "zs": np.cumsum(zsigned, axis=2),
-            "zn": np.cumsum(zfin, axis=2),
-            "last_k": np.maximum.accumulate(np.where(valid, k, -1.0), axis=2).astype(int),
+            "n": np.cumsum(valid, axis=1),
+            "s": np.cumsum(v, axis=1),
+            "ss": np.cumsum(v * v, axis=1),
+            "k": np.cumsum(valid * k, axis=1),
+            "kk": np.cumsum(valid * k * k, axis=1),
+            "kv": np.cumsum(v * k, axis=1),
+            "below": np.cumsum(valid & (value < self.env_lo.T[None]), axis=1),
+            "above": np.cumsum(valid & (value > self.env_hi.T[None]), axis=1),
+            "at_max": np.cumsum(valid & (value >= self.sat_level[None, None, :]), axis=1),
+            "bad": np.cumsum(np.where(np.isfinite(t_h), bad, 0.0), axis=1),
+            "max_z": np.maximum.accumulate(z, axis=1),
+            "zs": np.cumsum(zsigned, axis=1),
+            "zn": np.cumsum(zfin, axis=1),
+            "last_k": np.maximum.accumulate(np.where(valid, k, -1.0), axis=1).astype(int),
         }
+        cube.prefix = {name: np.ascontiguousarray(a) for name, a in cube.prefix.items()}
         return cube.prefix
 
     def envelope_hours(self, features: pd.DataFrame) -> pd.Series:

@@ -60,8 +60,9 @@ class Trajectories:
     after the cut-off, and each slice's sum is a difference of running sums.
     """
 
-    cs: np.ndarray  # batch x tag x (bins + 1): running sums of the values (NaN as 0)
-    cn: np.ndarray  # the same, counts of values
+    #: batch x (bins + 1) x tag (a batch's tags at one bin are neighbours for the gathers):
+    cs: np.ndarray  # running sums of the values (NaN as 0)
+    cn: np.ndarray  # running counts of the values
     tacc: np.ndarray  # batch x tag x bins: running maximum of the bins' batch time
     #: the last cut-off asked and its answer (shared with the cube's featurizer statistics)
     memo: dict = field(default_factory=dict)
@@ -70,10 +71,13 @@ class Trajectories:
     def of(
         cls, value: np.ndarray, t_h: np.ndarray, tacc: np.ndarray | None = None, memo=None
     ) -> Trajectories:
+        value = value.transpose(0, 2, 1)  # batch x bin x tag
+        n_b, n_k, n_t = value.shape
         ok = ~np.isnan(value)
-        zero = np.zeros((*value.shape[:2], 1))
-        cs = np.concatenate([zero, np.cumsum(np.where(ok, value, 0.0), axis=2)], axis=2)
-        cn = np.concatenate([zero, np.cumsum(ok, axis=2)], axis=2).astype(np.int32)
+        cs = np.zeros((n_b, n_k + 1, n_t))
+        cn = np.zeros((n_b, n_k + 1, n_t), dtype=np.int32)
+        np.cumsum(np.where(ok, value, 0.0), axis=1, out=cs[:, 1:])
+        np.cumsum(ok, axis=1, out=cn[:, 1:])
         tacc = running_time(t_h) if tacc is None else tacc
         return cls(cs=cs, cn=cn, tacc=tacc, memo={} if memo is None else memo)
 
@@ -90,14 +94,16 @@ class Trajectories:
     def slice_means(self, seen: np.ndarray, rows: np.ndarray, n_bins: int, S: int) -> np.ndarray:
         """``rows`` x tag x slice means of the first ``n_bins`` bins, cut into ``S`` slices,
         of the bins each row has ``seen`` (a gather from the running sums)."""
-        n_t, width = self.cs.shape[1], self.cs.shape[2]
+        width, n_t = self.cs.shape[1], self.cs.shape[2]
         edges = np.floor(np.arange(S + 1) * n_bins / S).astype(np.int64)
         at = np.minimum(edges[None, None, :], np.minimum(seen[rows], n_bins)[:, :, None])
-        flat = (rows[:, None, None] * n_t + np.arange(n_t)[None, :, None]) * width + at
-        total = np.diff(self.cs.reshape(-1)[flat], axis=2)
-        count = np.diff(self.cn.reshape(-1)[flat], axis=2)
+        at *= n_t
+        at += (rows[:, None] * (width * n_t) + np.arange(n_t)[None, :])[:, :, None]
+        total = np.diff(np.take(self.cs, at), axis=2)
+        count = np.diff(np.take(self.cn, at), axis=2)
+        # a slice without values has a sum of exactly 0 (NaN adds 0): 0 / 0 is its NaN
         with np.errstate(all="ignore"):
-            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            return np.divide(total, count, out=total)
 
 
 def running_time(t_h: np.ndarray) -> np.ndarray:
@@ -229,23 +235,26 @@ class TrajectoryModel:
     def _features(self, g: _GridModel, pca: _PCA, X: np.ndarray) -> np.ndarray:
         """Monitoring statistics (and, for ``unfolded``, the scaled trajectory) of rows."""
         n_t, S = len(self.tags), g.slices
-        Z = np.clip(np.nan_to_num((X - pca.mean) / pca.scale), -CLIP_SD, CLIP_SD)
+        Z = X - pca.mean
+        Z /= pca.scale
+        np.clip(Z, -CLIP_SD, CLIP_SD, out=Z)
+        missing = np.isnan(Z)
+        np.copyto(Z, 0.0, where=missing)  # a slice not seen (yet) sits on the normal mean
         t2, spe, resid = _stats(pca, Z)
-        r3 = resid.reshape(len(Z), n_t, S) ** 2
+        r3 = (resid * resid).reshape(len(Z), n_t, S)
         z3 = Z.reshape(len(Z), n_t, S)
-        seen = ~np.isnan(X.reshape(len(X), n_t, S))
+        seen = ~missing.reshape(len(Z), n_t, S)
         has = seen.any(axis=1)  # batch x slice
         last = np.where(has.any(axis=1), S - 1 - np.argmax(has[:, ::-1], axis=1), 0)
         spe_last = r3[np.arange(len(Z)), :, last].sum(axis=1)
         R = max(1, round(S / 6))  # the latest sixth of the trajectory so far
-        recent = (np.arange(S)[None, :] > (last[:, None] - R)) & (
-            np.arange(S)[None, :] <= last[:, None]
-        )
+        slices = np.arange(S)[None, :]
+        recent = ((slices > (last[:, None] - R)) & (slices <= last[:, None])).astype(float)
         n_seen = np.maximum(seen.sum(axis=2), 1)
-        with np.errstate(all="ignore"):
-            z_mean = np.where(seen, z3, 0.0).sum(axis=2) / n_seen
-            rc = seen & recent[:, None, :]
-            z_recent = np.where(rc, z3, 0.0).sum(axis=2) / np.maximum(rc.sum(axis=2), 1)
+        # z3 is 0 where a slice is not seen: sums over seen slices are plain sums
+        z_mean = z3.sum(axis=2) / n_seen
+        n_recent = (seen.astype(float) @ recent[:, :, None])[..., 0]
+        z_recent = (z3 @ recent[:, :, None])[..., 0] / np.maximum(n_recent, 1)
         spe_tag = r3.sum(axis=2) / n_seen
         cols = [
             np.log1p(t2 / pca.t2_limit)[:, None],

@@ -285,3 +285,11 @@ def test_a_longer_run_extends_a_shorter_one_exactly(config):
     # what started in the short run also started, at the same time, in the long one
     started = pa[keys].merge(pb[keys], on=keys, how="left", indicator=True)
     assert (started["_merge"] == "both").all()
+
+
+def test_a_run_too_short_to_release_a_batch_writes_empty_tables(tmp_path):
+    """15 minutes of plant time: no batch is released; the tables exist with no rows."""
+    result = CliRunner().invoke(app, ["simulate", "--days", "0.01", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    batches = pd.read_parquet(tmp_path / "o" / "batches.parquet")
+    assert len(batches) == 0 and {"batch_id", "release_time", "any_oos"} <= set(batches.columns)

@@ -54,6 +54,18 @@ def _ts(sim: Simulation, hours) -> pd.Series:
     return (sim.start + pd.to_timedelta(h, unit="h")).astype("datetime64[ms, UTC]")
 
 
+def _no_batches(config) -> pd.DataFrame:
+    """The batch table of a run too short to release a batch: its columns, no rows."""
+    columns = ["batch_id", "product", "recipe", "status", "disposition"]
+    columns += [f"{c}_h" for c in ("release", "due", "start", "filled", "qc_start")]
+    columns += ["disposition_h", "units", "production_unit", "lost_reason"]
+    columns += [c for name in config.specs for c in (name, f"{name}_oos")]
+    columns += ["deviation_classes", "root_causes", "n_deviations", "any_oos"]
+    return pd.DataFrame(
+        {c: pd.Series(dtype=float if c.endswith("_h") else object) for c in columns}
+    )
+
+
 def batch_tables(sim: Simulation) -> dict[str, pd.DataFrame]:
     """The simulation's records as tables (everything but the signals)."""
     config = sim.config
@@ -138,7 +150,7 @@ def batch_tables(sim: Simulation) -> dict[str, pd.DataFrame]:
                     d.source,
                 )
             )
-    batches = pd.DataFrame(rows)
+    batches = pd.DataFrame(rows) if rows else _no_batches(config)
     for col in ("release", "due", "start", "filled", "qc_start", "disposition"):
         batches[f"{col}_time"] = _ts(sim, batches.pop(f"{col}_h"))
     batches["late"] = batches["disposition_time"].notna() & (
