@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/biotwin up --data-dir $(DATA_DIR)
+	$(BIN)/biotwin up --demo --data-dir $(DATA_DIR)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from twin.errors import TwinError
@@ -37,7 +38,8 @@ def data_dir_default() -> Path:
 
 
 def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}")
+    # escaped (a message's [bioreactor] or [[tag]] is text, not markup) and never wrapped
+    err_console.print("[bold red]error:[/] " + escape(str(exc)), soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -50,11 +52,14 @@ def main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from biotwin.children import stop_with_parent
+
+    stop_with_parent()  # a service of `biotwin up` stops when its supervisor dies
 
 
 @app.command()
 def simulate(
-    days: Annotated[float, typer.Option(help="Horizon in days.", min=0.01)] = 365.0,
+    days: Annotated[float, typer.Option(help="Horizon in days.", min=0.01, max=36500)] = 365.0,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same output).")] = 7,
     out: Annotated[Path, typer.Option(help="Output directory (replaced atomically).")] = Path(
         "out"
@@ -143,12 +148,16 @@ def check_config(config: ConfigOption = None) -> None:
 def _register_plugins() -> None:
     """Subcommands owned by the other packages (kept there, next to their code)."""
     from connectors.cli import register as register_connectors
+    from connectors.records_cli import register as register_records
     from dashboard.cli import register as register_dashboard
+    from dashboard.users_cli import register as register_users
     from quality.cli import register as register_quality
 
     register_connectors(app)
     register_quality(app)
     register_dashboard(app)
+    register_users(app)
+    register_records(app)
 
 
 _register_plugins()

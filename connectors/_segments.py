@@ -27,6 +27,7 @@ __all__ = [
     "remove_abandoned",
     "segment_name",
     "write_atomic",
+    "write_parquet",
     "write_table",
 ]
 
@@ -59,17 +60,23 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(
+    path: Path, write: Callable[[Path], None], *, land: Callable[[Path], None] | None = None
+) -> None:
     """Commit a file: ``write(tmp)``, fsync, rename onto ``path``, fsync the directory.
 
     The temporary name carries the writer's pid so that a later open can tell an
-    abandoned file (its writer is gone) from one being written right now.
+    abandoned file (its writer is gone) from one being written right now. ``land(tmp)``,
+    if given, does the rename itself (with what must land with it: a manifest entry).
     """
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{next_number()}.tmp")
     try:
         write(tmp)
         fsync_path(tmp)
-        os.replace(tmp, path)
+        if land is None:
+            os.replace(tmp, path)
+        else:
+            land(tmp)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -78,11 +85,14 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         fsync_path(path.parent)
 
 
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write ``table`` as a Parquet file (zstd, large row groups); not atomic by itself."""
+    pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP)
+
+
 def write_table(table: pa.Table, path: Path) -> None:
-    write_atomic(
-        path,
-        lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP),
-    )
+    """Commit ``table`` as the Parquet file ``path``, see :func:`write_atomic`."""
+    write_atomic(path, lambda tmp: write_parquet(table, tmp))
 
 
 def pid_alive(pid: int) -> bool:

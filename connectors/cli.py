@@ -55,9 +55,16 @@ def _historian(value: Path | None):
 def history_tags(data_dir_: DataDir = None) -> None:
     """List stored tags with units, first/last time and row counts."""
     try:
-        frame = _historian(data_dir_).tags()
+        h = _historian(data_dir_)
+        frame = h.tags()
+        quarantined = len(h.quarantined())
     except OSError as exc:
         _fail(exc)
+    if quarantined:
+        err_console.print(
+            f"[yellow]{quarantined} damaged file(s) in quarantine, their rows not counted: "
+            "see `biotwin history verify`"
+        )
     table = Table(title=f"{len(frame)} tags")
     for col in ("tag", "unit", "eng_unit", "first_time", "last_time", "rows"):
         table.add_column(col, justify="right" if col == "rows" else "left")
@@ -114,6 +121,47 @@ def history_compact(
     except (HistorianError, OSError) as exc:
         _fail(exc)
     console.print(f"{days:,} days compacted")
+
+
+@history.command("verify")
+def history_verify(data_dir_: DataDir = None) -> None:
+    """Check every stored file against its checksum; quarantine what is damaged.
+
+    Lists each file checked (rows, result, where a damaged one went) and the files
+    already in quarantine. Exit code 0 when all is clean, 1 when damage was found now or
+    earlier (files in quarantine/; remove or restore them and their notes to clear it).
+    """
+    try:
+        with console.status("verifying checksums..."):
+            h = _historian(data_dir_)
+            findings = h.verify()
+            notes = h.quarantined()
+    except OSError as exc:
+        _fail(exc)
+    table = Table(title=f"{len(findings)} files checked")
+    for col in ("file", "rows", "result", "moved to"):
+        table.add_column(col, justify="right" if col == "rows" else "left", overflow="fold")
+    for f in findings:
+        rows = "" if f.rows_expected is None else f"{f.rows_expected:,}"
+        result = "ok" if f.ok else "[red]" + escape(f.problem)
+        moved = "" if f.ok else str(f.moved_to.relative_to(h.root) if f.moved_to else "missing")
+        table.add_row(escape(str(f.path.relative_to(h.root))), rows, result, escape(moved))
+    console.print(table)
+    damaged = [f for f in findings if not f.ok]
+    for note in notes:
+        console.print(
+            f"in quarantine: {escape(str(note.get('file')))} -> "
+            f"{escape(str(note.get('quarantined_as') or 'missing'))} "
+            f"({escape(str(note.get('problem')))}; detected {note.get('detected_at')}, "
+            f"{note.get('rows_expected')} rows expected)"
+        )
+    if damaged or notes:
+        err_console.print(
+            f"[bold red]damage:[/] {len(damaged)} file(s) damaged now, "
+            f"{len(notes)} in {escape(str(h.root / 'quarantine'))}"
+        )
+        raise typer.Exit(code=1)
+    console.print("all files match their checksums; nothing in quarantine")
 
 
 @history.command("import-sim")

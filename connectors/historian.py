@@ -6,7 +6,10 @@ Layout under the historian's root (``DATA_DIR/historian``)::
     segments/date=YYYY-MM-DD/cmp-<ns>-<pid>-<n>.parquet   compacted rows of that day
     batches/seg-<ns>-<pid>-<n>.parquet                     batch context rows
     tags.parquet                                           tag metadata
-    .files.lock                                            listing vs. compaction (flock)
+    manifest.jsonl (in each of those folders)              sha256, size, rows of each file
+    quarantine/                                            damaged files, with JSON notes
+    alarms/                                                alarms of the ingest (clock back)
+    .files.lock                                            listing vs. commits, deletions
 
 Why this design (the full argument is in docs/historian.md):
 
@@ -22,6 +25,10 @@ Why this design (the full argument is in docs/historian.md):
 - **No duplicates.** The key is (tag, time). Queries keep one row per key, the one of the
   file that sorts first (compacted files, then segments by name), so a retried append, an
   overlapping backfill or a compaction caught half-way never shows a row twice.
+- **Damage is found, not served.** Every committed file has a sha256 in its folder's
+  manifest; every read checks the files it is about to open (hashing each once per
+  process) and moves a damaged one to ``quarantine/`` with an alarm, then reads the rest
+  (:mod:`connectors.manifest`).
 - **Fast ranges.** Segments are partitioned by UTC day, so a 24-hour query opens two days
   of files, whatever the size of the history. Compaction (every ``compact_every`` commits
   of a writer, or :meth:`Historian.compact`) keeps the number of files per day small.
@@ -34,7 +41,6 @@ Exceptions::
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -48,7 +54,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connectors import _segments
+from connectors import _segments, manifest
 from connectors._rows import (
     BATCH_SCHEMA,
     FLAG_BACKFILLED,
@@ -69,11 +75,13 @@ from connectors._rows import (
     validate_batch_context,
     validate_rows,
 )
+from connectors.alarms import historian_alarms
 
 __all__ = [
     "BATCH_SCHEMA",
     "FLAG_BACKFILLED",
     "FLAG_BAD_STATUS",
+    "FLAG_CLOCK_BACK",
     "FLAG_NAN",
     "FLAG_OUT_OF_RANGE",
     "FLAG_OVERFLOW",
@@ -88,6 +96,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: A value whose source time is older than the newest stored of its tag (a server whose
+#: clock went back, e.g. restarted without its epoch); stored with quality uncertain.
+FLAG_CLOCK_BACK = 32
 _READ_ATTEMPTS = 20
 
 
@@ -265,7 +276,7 @@ class Historian:
         for day, part in _split_by_day(table):
             folder = self.segments / f"date={day}"
             folder.mkdir(exist_ok=True)
-            _segments.write_table(part, folder / _segments.segment_name())
+            manifest.commit_table(self.root, part, folder / _segments.segment_name())
             self._after_commit(day)
         return table.num_rows
 
@@ -305,7 +316,7 @@ class Historian:
             )
             merged = merged.sort_values("tag", kind="stable")
             table = pa.Table.from_pandas(merged, schema=TAG_SCHEMA, preserve_index=False)
-            _segments.write_table(table, self.root / "tags.parquet")
+            manifest.commit_table(self.root, table, self.root / "tags.parquet")
 
     def append_batch_context(self, rows: pd.DataFrame) -> int:
         """Commit batch context rows.
@@ -325,7 +336,7 @@ class Historian:
         """
         table = validate_batch_context(rows)
         if table.num_rows:
-            _segments.write_table(table, self.batches_dir / _segments.segment_name())
+            manifest.commit_table(self.root, table, self.batches_dir / _segments.segment_name())
             self._after_commit("batches")
         return table.num_rows
 
@@ -362,7 +373,9 @@ class Historian:
         with _segments.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as ok:
             if not ok:
                 return False  # another process is compacting this day
-            files = sorted(folder.glob("*.parquet"))
+            files, vanished = manifest.check(self.root, sorted(folder.glob("*.parquet")))
+            if vanished:
+                return False  # another writer compacted meanwhile
             if full:
                 if len(files) < min_files:
                     return False
@@ -389,7 +402,8 @@ class Historian:
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
-            _segments.write_atomic(
+            manifest.commit(
+                self.root,
                 target,
                 lambda tmp: con.execute(
                     f"COPY ({sql}) TO {_sql_str(str(tmp))} "
@@ -398,10 +412,7 @@ class Historian:
             )
         finally:
             con.close()
-        with _segments.flock(self.root / ".files.lock", fcntl.LOCK_EX):
-            for f in files:
-                with contextlib.suppress(FileNotFoundError):
-                    f.unlink()
+        manifest.remove(self.root, files)
         logger.info("historian: compacted %d files into %s", len(files), target.name)
         return target
 
@@ -410,16 +421,16 @@ class Historian:
         lock = self.batches_dir / ".compact.lock"
         with _segments.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as ok:
             files = sorted(self.batches_dir.glob("*.parquet")) if ok else []
-            if len(files) < min_files:
+            files, vanished = manifest.check(self.root, files)
+            if vanished or len(files) < min_files:
                 return
             # "cmp-" sorts before "seg-": newer records (seg-) still win over the merged file.
-            _segments.write_table(
-                self._batch_table(files), self.batches_dir / _segments.segment_name("cmp")
+            manifest.commit_table(
+                self.root,
+                self._batch_table(files),
+                self.batches_dir / _segments.segment_name("cmp"),
             )
-            with _segments.flock(self.root / ".files.lock", fcntl.LOCK_EX):
-                for f in files:
-                    with contextlib.suppress(FileNotFoundError):
-                        f.unlink()
+            manifest.remove(self.root, files)
 
     # ------------------------------------------------------------------ reading
     def _files(self, start: pd.Timestamp | None, end: pd.Timestamp | None) -> list[Path]:
@@ -433,21 +444,43 @@ class Historian:
                     out.extend(folder.glob("*.parquet"))
         return sorted(out)
 
+    def _checked(self, list_files: Callable[[], list[Path]]) -> list[Path]:
+        """The listed files that pass their checksum check (bad ones are quarantined);
+        listed again if one vanished meanwhile (compacted: its rows are in a newer file)."""
+        for _ in range(_READ_ATTEMPTS):
+            files, vanished = manifest.check(self.root, list_files())
+            if not vanished:
+                break
+        return files
+
+    def _retry(self, files: list[Path], exc: duckdb.Error, attempt: int) -> None:
+        """After DuckDB failed on checked files: pause and let the caller list again, or
+        raise. A file deleted by a compaction (an IO error) is found missing next time;
+        for any other error the files are hashed again, and the error stands if none of
+        them is damaged."""
+        if attempt == _READ_ATTEMPTS - 1:
+            raise exc
+        if not isinstance(exc, duckdb.IOException):
+            manifest.forget(files)
+            good, _ = manifest.check(self.root, files)
+            if len(good) == len(files):
+                raise exc
+        _time.sleep(0.01 * (attempt + 1))
+
     def _read(self, sql_for: Callable[[list[Path]], str], start=None, end=None) -> pd.DataFrame:
-        """Run ``sql_for(files)``; None if there are no files. Retries if a compaction
-        deleted a listed file before DuckDB opened it (its rows are in a newer file)."""
+        """Run ``sql_for(files)`` over the checked files; None if there are none. Retries
+        if a compaction deleted a listed file before DuckDB opened it, or a file proved
+        damaged only when read (see :meth:`_retry`)."""
         for attempt in range(_READ_ATTEMPTS):
-            files = self._files(start, end)
+            files = self._checked(lambda: self._files(start, end))
             if not files:
                 return None
             con = duckdb.connect()
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 return con.execute(sql_for(files)).df()
-            except duckdb.IOException:
-                if attempt == _READ_ATTEMPTS - 1:
-                    raise
-                _time.sleep(0.01 * (attempt + 1))
+            except duckdb.Error as exc:
+                self._retry(files, exc, attempt)
             finally:
                 con.close()
         raise AssertionError("unreachable")
@@ -557,9 +590,20 @@ class Historian:
         return tags, start, end, width
 
     def _read_tags(self) -> pd.DataFrame:
+        """Tag metadata (none if ``tags.parquet`` is missing or was quarantined)."""
         path = self.root / "tags.parquet"
-        if path.exists():
-            return pq.read_table(path).to_pandas()
+        for _ in range(_READ_ATTEMPTS):
+            if not path.exists():
+                break
+            good, _vanished = manifest.check(self.root, [path])
+            if not good:
+                continue  # quarantined, or replaced by upsert_tags meanwhile
+            try:
+                return pq.read_table(path).to_pandas()
+            except FileNotFoundError:
+                continue
+            except (OSError, pa.ArrowException):
+                manifest.forget([path])  # damaged under a cached verdict: check it again
         return empty(TAG_SCHEMA)
 
     def tags(self) -> pd.DataFrame:
@@ -600,6 +644,28 @@ class Historian:
         out = self._read(lambda files: f"SELECT sum(rows) AS n FROM ({_tag_stats(files)})")
         return 0 if out is None else int(out["n"].iloc[0])
 
+    # ------------------------------------------------------------------ integrity
+    def verify(self) -> list[manifest.Finding]:
+        """Check every stored file against its manifest entry, hashing each one again.
+
+        Damaged files are quarantined and entries of missing files dropped (each with a
+        note in ``quarantine/``); see :mod:`connectors.manifest`.
+
+        Returns
+        -------
+        list of connectors.manifest.Finding
+            One per file checked or missing, in path order.
+        """
+        return manifest.verify(self.root)
+
+    def quarantined(self) -> list[dict]:
+        """The notes of the files in quarantine (what, why, when, rows expected)."""
+        return manifest.quarantined(self.root)
+
+    def alarms(self) -> pd.DataFrame:
+        """The historian's alarms as event rows (see :mod:`connectors.alarms`)."""
+        return historian_alarms(self.root)
+
     # ------------------------------------------------------------------ batch context
     def _batch_table(self, files: list[Path]) -> pa.Table:
         """One record per (unit, start_time): a closed version before an open one, then the
@@ -635,18 +701,20 @@ class Historian:
             batch_id, unit, recipe, phase, state, start_time, end_time (NaT while open).
         """
         start, end = as_time(start, "start"), as_time(end, "end")
-        for attempt in range(_READ_ATTEMPTS):
+
+        def listing() -> list[Path]:
             with _segments.flock(self.root / ".files.lock", fcntl.LOCK_SH):
-                files = sorted(self.batches_dir.glob("*.parquet"))
+                return sorted(self.batches_dir.glob("*.parquet"))
+
+        for attempt in range(_READ_ATTEMPTS):
+            files = self._checked(listing)
             if not files:
                 return empty(BATCH_SCHEMA)
             try:
                 frame = self._batch_table(files).to_pandas()
                 break
-            except duckdb.IOException:
-                if attempt == _READ_ATTEMPTS - 1:
-                    raise
-                _time.sleep(0.01 * (attempt + 1))
+            except duckdb.Error as exc:
+                self._retry(files, exc, attempt)
         if unit is not None:
             frame = frame[frame["unit"] == unit]
         if start is not None:

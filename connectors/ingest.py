@@ -19,9 +19,17 @@ How nothing is lost:
   exponential backoff (capped, with jitter from a seeded generator), re-subscribes, and
   where the server supports HistoryRead, backfills each tag from its last stored source
   time. Live values arriving during the backfill are held and written after it.
+- Backfill on start: an ingest started against a store that holds data of its tags
+  backfills them the same way, from the last stored time per tag, so what the server
+  produced while the ingest was down is stored.
 - No duplicates: rows are de-duplicated on (tag, source time) against the last time
-  accepted per tag (never on value), so a backfill that overlaps live data, or an initial
-  value re-sent on re-subscription, is not stored twice.
+  accepted per tag, so a backfill that overlaps live data, or an initial value re-sent
+  on re-subscription (same time, same value), is counted as a duplicate, not stored.
+- A source clock gone back (a server restarted without its epoch): a value older than
+  the newest stored of its tag that is no such duplicate is kept with
+  ``FLAG_CLOCK_BACK`` and quality uncertain (or refused, ``on_clock_back="refuse"``); one
+  warning line names the server, the tag count and the jump, and an alarm is recorded
+  (:mod:`connectors.alarms`). Never counted as duplicates in silence.
 - Bad data is kept: NaN, values outside EURange, non-Good StatusCodes and the queue
   Overflow bit are stored with flags (docs/store.md).
 """
@@ -32,9 +40,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import re
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,8 +53,10 @@ import pandas as pd
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
+from connectors.alarms import record as record_alarm
 from connectors.historian import (
     FLAG_BACKFILLED,
+    FLAG_CLOCK_BACK,
     FLAG_OUT_OF_RANGE,
     FLAG_OVERFLOW,
     Historian,
@@ -54,7 +64,7 @@ from connectors.historian import (
     quality_from_status,
 )
 
-__all__ = ["Ingest", "IngestError", "TagSpec", "read_tag_map"]
+__all__ = ["ON_CLOCK_BACK", "Ingest", "IngestError", "TagSpec", "read_tag_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +83,8 @@ _NUMERIC = {
     ua.VariantType.Boolean,
 }
 _CONTEXT = ("BatchId", "Recipe", "Phase", "State")
+#: What :class:`Ingest` may do with values whose source clock went back.
+ON_CLOCK_BACK = ("flag", "refuse")
 
 
 class IngestError(RuntimeError):
@@ -98,48 +110,31 @@ class _State:
     """What the ingest accepted so far (for de-duplication and backfill)."""
 
     last: dict[str, datetime] = field(default_factory=dict)  # tag -> newest source time (UTC)
+    last_value: dict[str, float] = field(default_factory=dict)  # tag -> value at that time
     received: int = 0
     stored: int = 0
     duplicates: int = 0
+    clock_back: int = 0  # values older than the newest stored of their tag, kept flagged
+    refused: int = 0  # the same, refused (on_clock_back="refuse")
+
+
+@dataclass
+class _ClockBack:
+    """One episode of a server's source clock behind what is stored (for the alarm)."""
+
+    since: pd.Timestamp  # wall clock, when detected
+    tags: set[str] = field(default_factory=set)
+    values: int = 0
+    jump: timedelta = timedelta(0)  # largest (newest stored - received)
+    ongoing: bool = True
+    recorded: bool = False  # the alarm file is up to date
 
 
 def read_tag_map(path: Path) -> list[TagSpec]:
-    """Tag map from CSV (node_id, tag[, unit, eng_unit, deadband]) or TOML ([[tag]] tables).
+    """Tag map from CSV or TOML, checked: see :func:`connectors.tag_map.read_tag_map`."""
+    from connectors.tag_map import read_tag_map as read_checked
 
-    Raises
-    ------
-    IngestError
-        If a required column is missing or a row is incomplete.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise IngestError(f"tag map: file not found: {path}")
-    if path.suffix == ".toml":
-        with open(path, "rb") as fh:
-            rows = tomllib.load(fh).get("tag", [])
-        frame = pd.DataFrame(rows)
-    else:
-        frame = pd.read_csv(path, dtype=str)
-    for col in ("node_id", "tag"):
-        if col not in frame.columns:
-            raise IngestError(f"tag map {path.name}: column {col!r} is missing")
-    out = []
-    for i, row in frame.iterrows():
-        if not isinstance(row["node_id"], str) or not isinstance(row["tag"], str):
-            raise IngestError(f"tag map {path.name} row {i + 1}: node_id and tag are required")
-        deadband = row.get("deadband")
-        out.append(
-            TagSpec(
-                node_id=row["node_id"].strip(),
-                tag=row["tag"].strip(),
-                unit=row.get("unit") if isinstance(row.get("unit"), str) else None,
-                eng_unit=row.get("eng_unit") if isinstance(row.get("eng_unit"), str) else None,
-                deadband=float(deadband)
-                if deadband not in (None, "") and pd.notna(deadband)
-                else None,
-            )
-        )
-    return out
+    return read_checked(path)
 
 
 class _BatchSubscription(Subscription):
@@ -198,7 +193,12 @@ class Ingest:
         The last stored source time per tag, if known (default: read from the historian).
     resume : bool, default False
         Start as after a lost connection: retry a refused first connection (with backoff)
-        and backfill each tag from its last stored time (a restarted shard).
+        (a restarted shard). Whatever ``resume``, every session, the first included,
+        backfills each tag that has a last stored time by HistoryRead from that time.
+    on_clock_back : {"flag", "refuse"}, default "flag"
+        What to do with a value older than the newest stored of its tag (a server whose
+        source clock went back): store it with :data:`FLAG_CLOCK_BACK` and quality
+        uncertain, or refuse it. Either way one warning is logged and an alarm recorded.
     """
 
     def __init__(
@@ -226,6 +226,7 @@ class Ingest:
         resolved: bool = False,
         last_times: dict[str, pd.Timestamp] | None = None,
         resume: bool = False,
+        on_clock_back: str = "flag",
     ) -> None:
         if not _URL.match(endpoint or ""):
             raise IngestError(
@@ -233,6 +234,11 @@ class Ingest:
             )
         if security is not None and security not in ("Sign", "SignAndEncrypt"):
             raise IngestError(f"security: must be Sign or SignAndEncrypt; got {security!r}")
+        if on_clock_back not in ON_CLOCK_BACK:
+            raise IngestError(
+                f"on_clock_back: must be one of {', '.join(ON_CLOCK_BACK)}; got {on_clock_back!r}"
+            )
+        self.on_clock_back = on_clock_back
         self.endpoint = endpoint
         self.historian = historian
         self.spool_dir = Path(spool_dir)
@@ -269,6 +275,10 @@ class Ingest:
         self._pending: list[pd.DataFrame] = []
         self._pending_rows = 0
         self._held: list | None = None
+        # during the backfill of a session: tag -> (last time and value before it, times read)
+        self._overlap: dict[str, tuple[datetime, float | None, set[datetime]]] | None = None
+        self._behind: dict[str, tuple[datetime, float]] = {}  # tag -> last clock-back value
+        self.clock_back: _ClockBack | None = None  # the current (or last) episode
         self._stop = asyncio.Event()
         self._client_now: Client | None = None
 
@@ -281,7 +291,9 @@ class Ingest:
         try:
             while not self._stop.is_set():
                 try:
-                    await self._session(backfill=not first)
+                    # a store that holds data of these tags is backfilled from it on start
+                    # as after a reconnection: what the server produced while we were down
+                    await self._session(backfill=not first or bool(self.state.last))
                     delay = self.backoff_s[0]
                 except IngestError:
                     raise
@@ -345,6 +357,9 @@ class Ingest:
             await client.set_security_string(
                 f"Basic256Sha256,{self.security},{self.certificate},{self.private_key}"
             )
+            if not self.user:  # the certificate is the identity too (not anonymous)
+                await client.load_client_certificate(str(self.certificate))
+                await client.load_private_key(str(self.private_key))
         return client
 
     async def _session(self, *, backfill: bool) -> None:
@@ -362,11 +377,14 @@ class Ingest:
             held: list = []
             self._held = held if backfill else None
             sub = await self._subscribe(client, specs, context)
-            if backfill:
-                await self._backfill(client, specs)
-            self._held = None
-            for batch in held:
-                self._accept(batch)
+            try:
+                if backfill:
+                    await self._backfill(client, specs)
+                self._held = None
+                for batch in held:  # overlap the backfill: _older() tells duplicates apart
+                    self._accept(batch)
+            finally:
+                self._held = self._overlap = None
             self.connected.set()
             logger.info("ingest: %d tags from %s", len(specs), self.endpoint)
             silent_s = sub.silent_limit_s()
@@ -553,16 +571,19 @@ class Ingest:
             return
         self._accept(items)
 
-    def _accept(self, items, flags_extra: int = 0) -> None:
+    def _accept(self, items, flags_extra: int = 0, *, backfill: bool = False) -> None:
         """Turn notifications into pending rows: one pass, de-duplicated as it goes.
 
-        A value whose source time is not newer than the last accepted one of its tag is a
-        duplicate (a backfilled value also received live, a value sent again after a
-        reconnection) and is counted in ``state.duplicates``, not stored twice.
+        A value newer than the last accepted one of its tag is stored. Of the others, a
+        duplicate -- the same time as the last accepted one with the same value, a value
+        the backfill read already, or any value of the backfill itself -- is counted in
+        ``state.duplicates`` and not stored twice; a value newer than the time the
+        backfill started from but missing from the history is stored; any other one is
+        older than what is stored: the server's clock went back (see :meth:`_clock_back`).
         """
         times, tags, values, status, flags = [], [], [], [], []
-        context_changes = []
-        last = self.state.last
+        context_changes, back = [], []
+        last, last_value = self.state.last, self.state.last_value
         received = duplicates = 0
         for item in items:
             dv = item.Value
@@ -577,18 +598,29 @@ class Ingest:
             if spec is None:
                 continue
             received += 1
-            prev = last.get(spec.tag)
-            if prev is not None and ts <= prev:
-                duplicates += 1
-                continue
-            last[spec.tag] = ts
-            code = dv.StatusCode.value if dv.StatusCode is not None else 0
             raw = dv.Value.Value if dv.Value is not None else None
             try:
                 value = float(raw) if raw is not None else math.nan
             except (TypeError, ValueError):
                 value = math.nan
             f = flags_extra
+            prev = last.get(spec.tag)
+            if prev is None or ts > prev:
+                last[spec.tag], last_value[spec.tag] = ts, value
+                if self._behind:
+                    self._behind.pop(spec.tag, None)
+            else:
+                kind = "duplicate" if backfill else self._older(spec.tag, ts, value)
+                if kind == "duplicate":
+                    duplicates += 1
+                    continue
+                if kind == "back":
+                    back.append((spec.tag, prev - ts))
+                    self._behind[spec.tag] = (ts, value)
+                    if self.on_clock_back == "refuse":
+                        continue
+                    f |= FLAG_CLOCK_BACK
+            code = dv.StatusCode.value if dv.StatusCode is not None else 0
             if (code & 0x480) == 0x480:  # InfoType DataValue + Overflow bit
                 f |= FLAG_OVERFLOW
             outside = spec.eu_low is not None and not (spec.eu_low <= value <= spec.eu_high)
@@ -601,21 +633,85 @@ class Ingest:
             flags.append(f)
         self.state.received += received
         self.state.duplicates += duplicates
+        self._clock_back(back, caught_up=bool(times) and not self._behind)
         if times:
-            frame = pd.DataFrame(
-                {
-                    "time": pd.to_datetime(times, utc=True),
-                    "tag": tags,
-                    "value": np.asarray(values, dtype=float),
-                    "status": np.asarray(status, dtype=np.uint32),
-                    "flags": np.asarray(flags, dtype=np.uint8),
-                }
-            )
-            frame["quality"] = quality_from_status(frame["status"].to_numpy())
-            self._pending.append(frame)
-            self._pending_rows += len(frame)
+            self._pend(times, tags, values, status, flags)
         for (unit, name), ts, value in context_changes:
             self._context_change(unit, name, pd.Timestamp(ts).tz_convert("UTC"), value)
+
+    def _pend(self, times, tags, values, status, flags) -> None:
+        frame = pd.DataFrame(
+            {
+                "time": pd.to_datetime(times, utc=True),
+                "tag": tags,
+                "value": np.asarray(values, dtype=float),
+                "status": np.asarray(status, dtype=np.uint32),
+                "flags": np.asarray(flags, dtype=np.uint8),
+            }
+        )
+        quality = quality_from_status(frame["status"].to_numpy())
+        back = (frame["flags"].to_numpy() & FLAG_CLOCK_BACK) != 0
+        frame["quality"] = np.where(back, np.maximum(quality, 1), quality).astype(np.uint8)
+        self._pending.append(frame)
+        self._pending_rows += len(frame)
+
+    def _older(self, tag: str, ts: datetime, value: float) -> str:
+        """What a value no newer than the last accepted one of its tag is: "duplicate",
+        "late" (newer than where the running backfill started, missing from the
+        history: stored) or "back" (the source clock went back)."""
+        if ts == self.state.last[tag]:
+            known = self.state.last_value.get(tag)
+            if known is None or _same(known, value):
+                return "duplicate"  # e.g. the initial value sent again on re-subscription
+            return "back"  # the same time with another value: another run of the source
+        if self._overlap is not None and tag in self._overlap:
+            floor, floor_value, seen = self._overlap[tag]
+            if ts in seen:
+                return "duplicate"
+            if ts == floor:
+                return "duplicate" if floor_value is None or _same(floor_value, value) else "back"
+            if ts > floor:
+                return "late"
+        behind = self._behind.get(tag)
+        if behind is not None and ts == behind[0] and _same(behind[1], value):
+            return "duplicate"
+        return "back"
+
+    def _clock_back(self, back: list[tuple[str, timedelta]], *, caught_up: bool) -> None:
+        """Count values whose source clock went back; one warning line per episode, and
+        an alarm (written by the writer task) until every tag is past its stored time."""
+        episode = self.clock_back
+        if not back:
+            if caught_up and episode is not None and episode.ongoing:
+                episode.ongoing, episode.recorded = False, False
+                logger.info(
+                    "ingest: source clock of %s is past the stored times again (%d values %s)",
+                    self.endpoint,
+                    episode.values,
+                    "refused" if self.on_clock_back == "refuse" else "flagged",
+                )
+            return
+        if episode is None or not episode.ongoing:
+            episode = self.clock_back = _ClockBack(since=pd.Timestamp.now(tz="UTC"))
+            jump = max(j for _, j in back)
+            logger.warning(
+                "ingest: source clock of %s went back for %d tags by up to %s (older than "
+                "the newest stored value of the tag); %s",
+                self.endpoint,
+                len({t for t, _ in back}),
+                jump,
+                "values refused (on_clock_back=refuse)"
+                if self.on_clock_back == "refuse"
+                else f"values kept with flag {FLAG_CLOCK_BACK} (clock back), quality uncertain",
+            )
+        episode.tags.update(t for t, _ in back)
+        episode.values += len(back)
+        episode.jump = max(episode.jump, *(j for _, j in back))
+        episode.recorded = False
+        if self.on_clock_back == "refuse":
+            self.state.refused += len(back)
+        else:
+            self.state.clock_back += len(back)
 
     def _context_change(self, unit: str, name: str, ts: pd.Timestamp, value) -> None:
         cur = self._context.setdefault(unit, {"start_time": None})
@@ -646,8 +742,15 @@ class Ingest:
             logger.exception("ingest: batch context not stored")
 
     async def _backfill(self, client: Client, specs: list[TagSpec]) -> None:
-        """HistoryRead each tag from its last accepted time to now (where supported)."""
+        """HistoryRead each tag from its last accepted time to now (where supported).
+
+        Keeps, until the live values held meanwhile are accepted, where each tag started
+        and the times read (``_overlap``), so that those values are told apart: read
+        already (duplicates), missing from the history (stored), or older than what was
+        stored (the clock went back).
+        """
         filled = 0
+        self._overlap = {}
         for spec in specs:
             last = self.state.last.get(spec.tag)
             if last is None:
@@ -662,10 +765,17 @@ class Ingest:
                 continue
             handle = next(h for h, s in self._specs.items() if s is spec)
             items = [ua.MonitoredItemNotification(ClientHandle=handle, Value=dv) for dv in history]
+            seen = {_utc(dv.SourceTimestamp) for dv in history}
+            self._overlap[spec.tag] = (last, self.state.last_value.get(spec.tag), seen)
             before = self._pending_rows
-            self._accept(items, flags_extra=FLAG_BACKFILLED)
+            self._accept(items, flags_extra=FLAG_BACKFILLED, backfill=True)
             filled += self._pending_rows - before
-        logger.info("ingest: backfilled %d values after reconnecting", filled)
+        logger.info(
+            "ingest: backfilled %d values from %s %s",
+            filled,
+            self.endpoint,
+            "after reconnecting" if self.reconnects else "on start",
+        )
 
     # ------------------------------------------------------------------ writing
     async def _writer(self) -> None:
@@ -676,6 +786,10 @@ class Ingest:
 
     async def _flush(self, final: bool = False) -> None:
         """Write the spool (oldest first) then pending rows; keep them on failure."""
+        episode = self.clock_back
+        if episode is not None and not episode.recorded:
+            episode.recorded = True
+            await asyncio.to_thread(self._record_clock_back, episode)
         for path in sorted(self.spool_dir.glob("*.parquet")):
             try:
                 await asyncio.to_thread(self.historian.append, pd.read_parquet(path))
@@ -699,6 +813,34 @@ class Ingest:
             if self._pending_rows > self.max_buffer_rows or final:
                 self._spill()
 
+    def _record_clock_back(self, episode: _ClockBack) -> None:
+        """Write (or update) the alarm of a clock-back episode (connectors/alarms.py)."""
+        refused = self.on_clock_back == "refuse"
+        message = (
+            f"Source clock of {self.endpoint} went back by up to {episode.jump} for "
+            f"{len(episode.tags)} tags: {episode.values:,} values older than the newest "
+            + ("stored were refused" if refused else "stored were kept, flagged clock-back")
+            + ("" if episode.ongoing else " (caught up since)")
+        )
+        try:
+            record_alarm(
+                self.historian.root,
+                f"clock-back:{self.endpoint}:{episode.since.value}:{os.getpid()}",
+                time=episode.since,
+                severity="high" if refused else "medium",
+                message=message,
+                ongoing=episode.ongoing,
+                details={
+                    "endpoint": self.endpoint,
+                    "tags": sorted(episode.tags)[:100],
+                    "values": episode.values,
+                    "jump_s": episode.jump.total_seconds(),
+                    "on_clock_back": self.on_clock_back,
+                },
+            )
+        except OSError:
+            logger.exception("ingest: clock-back alarm not recorded")
+
     def _spill(self) -> None:
         rows = pd.concat(self._pending, ignore_index=True)
         name = f"spool-{time.time_ns():020d}.parquet"
@@ -718,6 +860,16 @@ def _context_row(unit: str, cur: dict) -> dict:
         "state": cur.get("State") or "unknown",
         "start_time": cur["start_time"],
     }
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    """A source time as asyncua gives it, made timezone-aware (OPC UA times are UTC)."""
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal values (NaN equals NaN: a bad sample sent again is the same sample)."""
+    return a == b or (a != a and b != b)
 
 
 class _quiet:
@@ -747,8 +899,12 @@ def _explain(exc: BaseException, ingest: Ingest) -> IngestError:
         or "BadIdentityTokenRejected" in text
         or ("BadIdentityTokenInvalid" in text)
     ):
-        who = ingest.user or "anonymous"
-        return IngestError(f"{ingest.endpoint} refused user {who!r}: wrong user name or password")
+        if not ingest.user:
+            who = "our certificate as identity" if ingest.security else "anonymous access"
+            return IngestError(f"{ingest.endpoint} refused {who}: sign in with --user or --cert")
+        return IngestError(
+            f"{ingest.endpoint} refused user {ingest.user!r}: wrong user name or password"
+        )
     if "BadSecurityPolicyRejected" in text or "No matching endpoints" in text:
         return IngestError(
             f"{ingest.endpoint} does not offer the security asked for "

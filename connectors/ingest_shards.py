@@ -11,8 +11,10 @@ thread, which caps it at 14-18 k values/s on this machine (docs/benchmarks.md). 
 3. starts one worker process per shard (multiprocessing, ``spawn``: no state inherited
    from the parent's event loop). Each runs an :class:`~connectors.ingest.Ingest` on its
    tags, with its own session, subscription, de-duplication state, reconnection, backfill
-   and spool folder (``spool/shard-<i>``), and appends to the same historian (segment
-   names carry the writer's pid and a counter, so writers never collide);
+   (also on its first start, from the last stored times: what the server produced while
+   no ingest ran) and spool folder (``spool/shard-<i>``), and appends to the same
+   historian (segment names carry the writer's pid and a counter, so writers never
+   collide);
 4. supervises them: a worker that dies is reported and restarted (exponential backoff);
    the restarted worker backfills from the last stored times where the server keeps
    history, as after a lost connection;
@@ -22,7 +24,8 @@ thread, which caps it at 14-18 k values/s on this machine (docs/benchmarks.md). 
    decides) and stop by themselves if the parent disappears.
 
 Each worker reports its counters to the parent every ``stats_s`` seconds through a queue
-(values received and stored, duplicates, reconnects, CPU time, connected or not).
+(values received and stored, duplicates, values with a source clock gone back -- kept
+flagged or refused --, reconnects, CPU time, connected or not).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a worker may take to flush and exit after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 60.0
+_COUNTERS = ("received", "stored", "duplicates", "clock_back", "refused", "reconnects", "cpu_s")
 
 
 def split_tags(
@@ -84,6 +88,8 @@ class WorkerStats:
     received: int = 0
     stored: int = 0
     duplicates: int = 0
+    clock_back: int = 0  # values older than the stored ones, kept flagged
+    refused: int = 0  # the same, refused (--on-clock-back refuse)
     reconnects: int = 0
     connected: bool = False
     error: str | None = None
@@ -148,6 +154,8 @@ def _worker_main(
                     received=job.state.received,
                     stored=job.state.stored,
                     duplicates=job.state.duplicates,
+                    clock_back=job.state.clock_back,
+                    refused=job.state.refused,
                     reconnects=job.reconnects,
                     connected=job.connected.is_set(),
                     error=error,
@@ -237,7 +245,7 @@ class ShardedIngest:
     # ------------------------------------------------------------------ counters
     def totals(self) -> dict[str, float]:
         """Counters summed over all workers and their earlier incarnations."""
-        keys = ("received", "stored", "duplicates", "reconnects", "cpu_s")
+        keys = _COUNTERS
         out = dict.fromkeys(keys, 0.0)
         for w in self.workers:
             for k in keys:
@@ -337,7 +345,7 @@ class ShardedIngest:
             if w.process is None or w.process.is_alive():
                 continue
             code = w.process.exitcode
-            for k in ("received", "stored", "duplicates", "reconnects", "cpu_s"):
+            for k in _COUNTERS:
                 w.done[k] = w.done.get(k, 0.0) + getattr(w.stats, k)
             w.stats = WorkerStats(shard=w.shard)
             self.connected.clear()

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def _fail(message: str) -> None:
-    err_console.print("[bold red]error:[/] " + escape(message))
+    err_console.print("[bold red]error:[/] " + escape(message), soft_wrap=True)  # one line
     raise typer.Exit(code=2)
 
 
@@ -55,11 +55,18 @@ def serve_opcua(
             "run from the sample after the historian's latest (see connectors/warm.py)."
         ),
     ] = None,
+    allow_anonymous: Annotated[
+        bool,
+        typer.Option(
+            "--allow-anonymous",
+            help="Let anonymous clients read (off: sign in with a user or a trusted certificate).",
+        ),
+    ] = False,
     data_dir_: DataDir = None,
 ) -> None:
     """Serve the twin as a live plant over OPC UA until Ctrl-C."""
     from connectors.historian import Historian, HistorianError
-    from connectors.security import ensure_demo_users
+    from connectors.security import load_users
     from connectors.server import TwinServer
     from connectors.warm import load_epoch, plant_config, resume_sample
     from twin.config import load_config
@@ -75,8 +82,11 @@ def serve_opcua(
             first_sample = resume_sample(
                 Historian(root / "historian"), timeline, plant.plant.sample_interval_min
             )
-        if ensure_demo_users(root / "users.toml"):
-            console.print(f"demo users written to {root / 'users.toml'}")
+        if not allow_anonymous and not load_users(root / "users.toml"):
+            err_console.print(
+                f"[yellow]no users in {root / 'users.toml'}: only clients with a certificate "
+                f"in {root / 'pki' / 'trusted'} can sign in (biotwin users add NAME --role ROLE)"
+            )
         server = TwinServer(
             plant,
             endpoint,
@@ -87,6 +97,7 @@ def serve_opcua(
             continuous_days=continuous_days,
             security=security,
             start=start,
+            allow_anonymous=allow_anonymous,
         )
     except (TwinError, ValueError, HistorianError) as exc:
         _fail(str(exc))
@@ -96,7 +107,11 @@ def serve_opcua(
         _on_signals(server.stop)
         job = asyncio.create_task(server.run(first_sample=first_sample))
         await server.serving.wait()
-        console.print(f"serving the twin at {endpoint} (speed {speed:g}); Ctrl-C stops")
+        doors = "anonymous access ON (--allow-anonymous)" if allow_anonymous else "sign-in required"
+        console.print(
+            f"serving the twin at {endpoint} (speed {speed:g}; {doors}); Ctrl-C stops",
+            soft_wrap=True,  # one line, also in a narrow terminal or a log
+        )
         await job
 
     asyncio.run(main())
@@ -130,6 +145,13 @@ def ingest(
             max=64,
         ),
     ] = 1,
+    on_clock_back: Annotated[
+        str,
+        typer.Option(
+            help="Values older than the newest stored of their tag (a server clock gone "
+            "back): flag (store them flagged, uncertain) or refuse; an alarm either way."
+        ),
+    ] = "flag",
     data_dir_: DataDir = None,
 ) -> None:
     """Subscribe to any OPC UA server and write the historian until Ctrl-C."""
@@ -151,6 +173,7 @@ def ingest(
             security=security,
             certificate=cert,
             private_key=key,
+            on_clock_back=on_clock_back,
         )
         if sessions > 1:
             _ingest_sharded(endpoint, root, sessions, options)

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from asyncua import Server, ua
+from asyncua import ua
 
+from connectors.opcua_doors import DoorServer
 from connectors.security import UserFileManager, server_certificate, trust_validator
 from connectors.server_history import SQLiteHistory
 from twin.config import PlantConfig
@@ -118,6 +119,10 @@ class TwinServer:
         Endpoints offered; "all" offers None, Sign and SignAndEncrypt (Basic256Sha256).
     start : datetime, optional
         Wall-clock time of twin time 0 (default: now, floored to the minute).
+    allow_anonymous : bool
+        Let anonymous clients in (read only). Off by default: clients sign in with a user
+        name and password (encrypted with the server's certificate, on every endpoint) or
+        a certificate in ``pki/trusted`` (see connectors/opcua_doors.py).
     """
 
     def __init__(
@@ -133,6 +138,7 @@ class TwinServer:
         security: str = "all",
         start: datetime | None = None,
         history_days: float = 7.0,
+        allow_anonymous: bool = False,
     ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be > 0; got {speed}")
@@ -149,7 +155,13 @@ class TwinServer:
         self.history_days = history_days
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         self.start = start or now
-        self.server = Server(user_manager=UserFileManager(self.data_dir / "users.toml"))
+        self.allow_anonymous = allow_anonymous
+        users = UserFileManager(
+            self.data_dir / "users.toml",
+            allow_anonymous=allow_anonymous,
+            trusted=self.data_dir / "pki" / "trusted",
+        )
+        self.server = DoorServer(users, allow_anonymous=allow_anonymous)
         self.idx = 0
         self.tag_nodes: dict[str, list[ua.NodeId]] = {}  # unit -> node ids in tag order
         self.context_nodes: dict[str, dict[str, ua.NodeId]] = {}
@@ -178,14 +190,18 @@ class TwinServer:
             if self.security == "all"
             else policies[self.security]
         )
-        server.set_security_policy(chosen)
-        if self.security != "none":
-            cert, key = await server_certificate(self.data_dir / "pki", APPLICATION_URI)
-            await server.load_certificate(str(cert))
-            await server.load_private_key(str(key))
+        server.set_security_policy(chosen, permission_ruleset=server.rules)
+        # the certificate also with --security none: clients encrypt passwords with it
+        cert, key = await server_certificate(self.data_dir / "pki", APPLICATION_URI)
+        await server.load_certificate(str(cert))
+        await server.load_private_key(str(key))
+        if self.security != "none":  # a None channel's client certificate means nothing
             server.set_certificate_validator(await trust_validator(self.data_dir / "pki"))
-        server.set_identity_tokens(
-            [ua.AnonymousIdentityToken, ua.UserNameIdentityToken, ua.X509IdentityToken]
+        logger.info(
+            "identities: user name (password encrypted with the server certificate), "
+            "certificate in %s; anonymous %s",
+            self.data_dir / "pki" / "trusted",
+            "on" if self.allow_anonymous else "off",
         )
         history = self.data_dir / "opcua-history.sqlite"
         history.parent.mkdir(parents=True, exist_ok=True)

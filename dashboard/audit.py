@@ -1,12 +1,16 @@
-"""The audit trail: append-only, hash-chained records of QA decisions with e-signatures.
+"""The audit trail: append-only, signed, anchored records of QA decisions with e-signatures.
 
 GMP (21 CFR Part 11 / EU GMP Annex 11) asks that a disposition records who, when, what,
 why and the meaning of the signature, that the signer re-enters their password, and that
 nobody can change a record unnoticed. Each record here is one JSON line in
-``DATA_DIR/audit/trail.jsonl``; its ``hash`` is the SHA-256 of its content together with
-the previous record's hash, so editing, deleting or reordering any record breaks the chain
-from that record on (:meth:`AuditTrail.verify` finds where). Appends take a file lock,
-are flushed and fsynced; the file is opened in append mode only.
+``DATA_DIR/audit/trail.jsonl``, signed with the records key kept outside the data dir and
+anchored next to it (:mod:`connectors.signed_log`, docs/records.md): editing, deleting,
+reordering or re-hashing any record, or deleting the newest, breaks the chain, and
+:meth:`AuditTrail.verify` says where. Every read verifies: :meth:`AuditTrail.records` and
+:meth:`AuditTrail.decisions` give only the verified prefix (records before the first
+break), and :meth:`AuditTrail.decisions` carries the verification for the pages' banner.
+A line that cannot be read is reported and skipped, never rewritten, and never stops new
+signatures. Appends take a file lock, are flushed and fsynced.
 
 Signatures: :meth:`AuditTrail.sign` checks the user's password against ``users.toml``
 (scrypt hashes, :mod:`connectors.security`) and the role; a refused signature is itself
@@ -15,30 +19,38 @@ name and role as they were when signing. A decision that needs four eyes carries
 signature by a different user (``second_user``, ``second_full_name``, ``second_meaning``),
 verified in the same way; the record is written only when both signatures verify.
 
-Records written before the second-signer fields existed hash without them, so the chain of
-an older trail still verifies.
+Records written before the second-signer fields existed hash without them, and records
+written before the key existed (no ``mac``) are unsigned legacy records, accepted once a
+signed record or an adoption (``biotwin keys init --adopt``) seals them.
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from connectors.security import load_users, verify_password
+from connectors.security import SignInError, authenticate, load_users
+from connectors.signed_log import GENESIS, LogState, RecordsError, SignedLog, Verification
 
-__all__ = ["DECISIONS", "AuditTrail", "SignatureError", "Verification"]
+__all__ = [
+    "DECISIONS",
+    "GENESIS",
+    "AuditTrail",
+    "Decisions",
+    "SignatureError",
+    "Verification",
+    "integrity_alarms",
+    "integrity_banner",
+]
 
 logger = logging.getLogger(__name__)
 
 DECISIONS = ("investigate", "hold", "release", "reject")
-GENESIS = "0" * 64
 _FIELDS = (
     "seq",
     "time",
@@ -66,14 +78,13 @@ class SignatureError(PermissionError):
     """A signature was refused: wrong password, unknown user or missing role."""
 
 
-@dataclass(frozen=True)
-class Verification:
-    """Result of :meth:`AuditTrail.verify`."""
+class Decisions(dict):
+    """The latest signed disposition of each batch (a dict), from the verified prefix of
+    the trail; ``verification`` says whether the whole trail verified."""
 
-    ok: bool
-    records: int
-    first_bad: int | None = None
-    problem: str = ""
+    def __init__(self, latest: dict, verification: Verification) -> None:
+        super().__init__(latest)
+        self.verification = verification
 
 
 def _digest(record: dict) -> str:
@@ -99,40 +110,59 @@ class AuditTrail:
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "trail.jsonl"
         self.users_file = Path(users_file)
+        self._log = SignedLog(
+            self.path, required=("action", "user", "batch_id"), digest=_digest, kind="action"
+        )
+
+    def state(self) -> LogState:
+        """One verified read: every readable record, the verified prefix, the verification."""
+        return self._log.read()
 
     def records(self) -> list[dict]:
-        """All records, oldest first."""
-        if not self.path.exists():
-            return []
-        with open(self.path, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        """The verified records, oldest first (those before the first break of the chain)."""
+        return self.state().verified
+
+    def all_records(self) -> list[dict]:
+        """Every readable record, verified or not (to show what is there)."""
+        return self.state().records
 
     def _append(self, **fields) -> dict:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                existing = self.records()
-                prev = existing[-1]["hash"] if existing else GENESIS
-                record = {k: fields.get(k) for k in _FIELDS}
-                record.update({k: fields[k] for k in _EXTRA_FIELDS if k in fields})
-                record.update(
-                    seq=len(existing) + 1,
-                    time=datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    prev_hash=prev,
-                )
-                record["hash"] = _digest(record)
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        return record
+        record = {k: fields.get(k) for k in _FIELDS if k not in ("seq", "time", "prev_hash")}
+        record.update({k: fields[k] for k in _EXTRA_FIELDS if k in fields})
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        try:
+            return self._log.append(record, now=now)
+        except RecordsError as exc:
+            raise SignatureError(f"not recorded: {exc}") from exc
+
+    def adopt(self, *, user: str, reason: str) -> dict:
+        """Vouch for the trail as it is (legacy or broken records, after an investigation):
+        a signed ``adopted`` record holding the SHA-256 of every byte before it, from which
+        verification restarts.
+
+        Raises
+        ------
+        ValueError
+            If ``reason`` is empty (nothing recorded).
+        SignatureError
+            Without a usable signing key (nothing recorded).
+        """
+        if not reason.strip():
+            raise ValueError("reason: an adoption needs a reason; got ''")
+        fields = {k: None for k in _FIELDS if k not in ("seq", "time", "prev_hash")}
+        fields.update(user=user, reason=reason, meaning="I adopt the records above as they are")
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        try:
+            return self._log.append(fields, now=now, adopt=True)
+        except RecordsError as exc:
+            raise SignatureError(f"not recorded: {exc}") from exc
 
     def _check(self, user: str, password: str, role: str) -> tuple[dict | None, str]:
         """(users.toml entry, problem): the problem is '' when the signature verifies."""
-        entry = load_users(self.users_file).get(user)
-        if entry is None or not verify_password(password, entry.get("password", "")):
-            return None, "wrong user name or password"
+        try:  # the sign-in rules: recorded, locked out after failures, disabled users refused
+            entry = authenticate(self.users_file, user, password, source="signature")
+        except SignInError as exc:
+            return None, str(exc).removeprefix("sign-in refused: ")
         if role not in entry.get("roles", []):
             return None, f"user {user!r} lacks the {role!r} role"
         return entry, ""
@@ -268,34 +298,85 @@ class AuditTrail:
         )
 
     def verify(self) -> Verification:
-        """Re-compute the chain; the first record that does not match is reported."""
-        prev = GENESIS
-        records = self.records()
-        for i, record in enumerate(records, start=1):
-            if record.get("seq") != i:
-                return Verification(False, len(records), i, f"record {i}: sequence broken")
-            if record.get("prev_hash") != prev:
-                return Verification(False, len(records), i, f"record {i}: chain broken")
-            if _digest(record) != record.get("hash"):
-                return Verification(False, len(records), i, f"record {i}: content changed")
-            prev = record["hash"]
-        return Verification(True, len(records))
+        """Verify the chain, the signatures and the anchor (see :class:`Verification`)."""
+        return self.state().verification
 
     def export_csv(self, out: str | os.PathLike) -> Path:
-        """Write the trail as CSV (temp file, then rename)."""
+        """Write every readable record as CSV, with a ``verified`` column (temp file, then
+        rename)."""
         out = Path(out)
+        state = self.state()
         tmp = out.with_name(out.name + ".tmp")
+        columns = [*_FIELDS, *_EXTRA_FIELDS, "hash", "key_id", "mac", "verified"]
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=[*_FIELDS, *_EXTRA_FIELDS, "hash"])
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(self.records())
+            for n, record in enumerate(state.records):
+                writer.writerow({**record, "verified": n < len(state.verified)})
         os.replace(tmp, out)
         return out
 
-    def decisions(self) -> dict[str, dict]:
-        """The latest signed disposition of each batch."""
+    def decisions(self) -> Decisions:
+        """The latest signed disposition of each batch, from the verified records only;
+        ``.verification`` tells whether (and where) the trail is broken."""
+        state = self.state()
         latest = {}
-        for r in self.records():
+        for r in state.verified:
             if r["action"] == "disposition":
                 latest[r["batch_id"]] = r
-        return latest
+        return Decisions(latest, state.verification)
+
+
+def integrity_banner(verification: Verification, what: str = "audit trail") -> str | None:
+    """The line a page shows when a signed log does not verify (None when it does)."""
+    if verification.ok:
+        return None
+    if verification.intact:
+        return (
+            f"The {what} has unreadable lines (skipped; the signed chain is intact): "
+            + (verification.summary().split("; ", 1)[-1])
+        )
+    return (
+        f"The {what} does not verify: {verification.problem}. Only the "
+        f"{verification.verified} records before it are used; investigate "
+        "(`biotwin audit verify`, docs/records.md)."
+    )
+
+
+def integrity_alarms(store: str | os.PathLike) -> list[dict]:
+    """Alarm rows (the columns of :data:`dashboard.events.COLUMNS`) for the audit trail and
+    the model registry of ``store`` when they do not verify."""
+    from quality.registry import Registry
+
+    store = Path(store)
+    checks = []
+    if (store / "audit" / "trail.jsonl").exists():
+        checks.append(("audit trail", "audit/trail.jsonl", _trail_of(store).verify()))
+    if (store / "models" / "registry.jsonl").exists():
+        checks.append(
+            ("model registry", "models/registry.jsonl", Registry(store / "models").verification())
+        )
+    rows = []
+    for what, source, check in checks:
+        text = integrity_banner(check, what)
+        if text is None:
+            continue
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        rows.append(
+            {
+                "key": f"records:{source}:{digest}",
+                "time": datetime.now(UTC),
+                "unit": "—",
+                "type": "records integrity",
+                "severity": "high" if not check.intact else "medium",
+                "message": text[:400],
+                "batch_id": None,
+                "source": source,
+                "ongoing": True,
+            }
+        )
+    return rows
+
+
+def _trail_of(store: Path) -> AuditTrail:
+    return AuditTrail(store / "audit", store / "users.toml")

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -19,9 +20,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from biotwin.children import STOP_TIMEOUT_S, run_group, start_group, stop_groups, stop_signals
 from connectors.cli import DataDir, data_dir
 
 console = Console()
+err_console = Console(stderr=True)
 logger = logging.getLogger(__name__)
 APP = Path(__file__).with_name("app.py")
 
@@ -36,13 +39,28 @@ def _streamlit_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
+#: ``--kiosk``: pages readable without signing in, read-only, as role viewer
+Kiosk = Annotated[
+    bool,
+    typer.Option(
+        "--kiosk",
+        help="Read-only kiosk: pages readable without signing in, as role viewer "
+        "(off by default; env BIOTWIN_KIOSK=1).",
+    ),
+]
+
+
 def dashboard(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
+    kiosk: Kiosk = False,
     data_dir_: DataDir = None,
 ) -> None:
-    """Start the Streamlit command center on 127.0.0.1."""
+    """Start the Streamlit command center on 127.0.0.1 (sign-in required, unless --kiosk)."""
     env = {**os.environ, "BIOTWIN_DATA_DIR": str(data_dir(data_dir_))}
-    raise typer.Exit(subprocess.call(_streamlit_command(port), env=env))
+    if kiosk:
+        env["BIOTWIN_KIOSK"] = "1"
+    # Streamlit in its own process group, stopped with it on SIGTERM / SIGINT to this command
+    raise typer.Exit(run_group(_streamlit_command(port), env=env))
 
 
 #: first words of a log line that reports a failure (an uncaught exception's last line)
@@ -61,12 +79,10 @@ class _Service:
         self.restarts = 0
 
     def start(self) -> None:
-        out = open(self.log, "a")  # noqa: SIM115 - owned by the child for its lifetime
-        # own session: a Ctrl-C in the terminal reaches the supervisor only, which then
-        # stops the services in order (the ingest flushes after the dashboard is gone)
-        self.proc = subprocess.Popen(
-            self.argv, env=self.env, stdout=out, stderr=out, start_new_session=True
-        )
+        # own process group and session: a Ctrl-C in the terminal reaches the supervisor
+        # only, which then stops every service's group (biotwin/children.py)
+        with open(self.log, "a") as out:
+            self.proc = start_group(self.argv, env=self.env, stdout=out, stderr=out)
 
     def errors(self) -> list[str]:
         """Lines logged since the last call that report an error (ERROR, CRITICAL, a
@@ -86,7 +102,9 @@ class _Service:
             if " ERROR " in line or " CRITICAL " in line or line.startswith(ERROR_PREFIXES)
         ]
 
-    def check(self) -> None:
+    def check(self, stopping: threading.Event | None = None) -> None:
+        """Report new error lines; restart a dead child after a back-off (cut short when
+        ``stopping`` is set: then it is not restarted)."""
         for line in self.errors():
             console.print(f"[red]{self.name}: {escape(line[:300])}[/] (log {self.log})")
         if self.proc is not None and self.proc.poll() is not None:
@@ -101,16 +119,14 @@ class _Service:
             except OSError:
                 pass
             self._seen = self.log.stat().st_size if self.log.exists() else 0
-            time.sleep(min(30, 2**self.restarts))
+            if (stopping or threading.Event()).wait(min(30, 2**self.restarts)):
+                return
             self.start()
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop the child's whole process group (:func:`biotwin.children.stop_groups`)."""
+        if self.proc is not None:
+            stop_groups([self.proc], timeout_s=timeout_s)
 
 
 #: the first start's steps and their usual seconds on a 2-core machine (for "time left")
@@ -195,30 +211,46 @@ def _metrics_table(family: str, metrics: dict):
     return table
 
 
-def _ensure_models(root: Path) -> None:
-    """First start: simulate training history, train both families, approve them for the demo.
+def _trained_versions(registry) -> dict[str, str]:
+    """The newest registered version of each model family (approved or not)."""
+    table = registry.versions()
+    if table.empty:
+        return {}
+    return {str(f): str(rows["version"].iloc[-1]) for f, rows in table.groupby("family")}
 
-    The approval is a named demo step, not a QA decision: it is signed in the registry by
-    the demo set-up signer (user ``demo-setup``, "Demo set-up (not a person)", with a
+
+def _ensure_models(root: Path, *, demo: bool) -> None:
+    """First start: simulate training history and train both families (unless versions are
+    registered already); in demo mode only, approve the versions that have no approval.
+
+    The demo approval is a named demo step, not a QA decision: it is signed in the registry
+    by the demo set-up signer (user ``demo-setup``, "Demo set-up (not a person)", with a
     one-time random password, see :func:`connectors.security.demo_signer`) with a reason
-    that says so, and the Models page shows it as an automatic demo approval. On a real
-    site a QA reviewer approves (`biotwin models approve`).
+    that says so, and the Models page shows it as an automatic demo approval. Without
+    ``--demo`` the trained versions wait for a QA reviewer (`biotwin models approve`).
     """
     from connectors.security import DEMO_SIGNER, demo_signer
     from quality.jobs import ensure_training_data, train_all
     from quality.registry import Registry
 
     registry = Registry(root / "models")
-    if registry.approved("deviation") and registry.approved("maintenance"):
+    families = ("deviation", "maintenance")
+    if all(registry.approved(f) for f in families):
         return
-    with _Steps(FIRST_START_STEPS) as steps:
-        steps("simulating two years of training history")
-        source = ensure_training_data(root)
-        done = train_all(source, registry, progress=steps)
+    trained = _trained_versions(registry)
+    if set(families) <= set(trained):  # trained at an earlier start, or beforehand
+        done = {f: (trained[f], registry.meta(trained[f]).get("metrics", {})) for f in families}
+    else:
+        with _Steps(FIRST_START_STEPS) as steps:
+            steps("simulating two years of training history")
+            source = ensure_training_data(root)
+            done = train_all(source, registry, progress=steps)
     password = None
     for family, (version, metrics) in done.items():
         how = "already approved"
-        if registry.approved(family) is None:
+        if registry.approved(family) is None and not demo:
+            how = f"awaiting QA approval (`biotwin models approve {version}`); not scored before"
+        elif registry.approved(family) is None:
             how = "approved automatically for the demo (not a QA decision)"
             password = password or demo_signer(root / "users.toml")
             registry.approve(
@@ -231,26 +263,87 @@ def _ensure_models(root: Path) -> None:
                 ),
                 users_file=root / "users.toml",
             )
-        console.print(f"model {version} trained, {how}")
+        console.print(f"model {version}: {how}")
         console.print(_metrics_table(family, metrics))
+
+
+def _ensure_users(root: Path, *, demo: bool) -> bool:
+    """Refuse to start without users (one line saying what to do); in demo mode, make the
+    demo users on a data dir without any and print their passwords once, in a table.
+
+    Returns whether the data dir is a demo one (its demo users made by demo mode, now or
+    before): ``--demo`` on a data dir with users of its own approves nothing by itself."""
+    from rich.table import Table
+
+    from connectors.security import (
+        DEMO_CREDENTIALS,
+        DEMO_FULL_NAMES,
+        DEMO_USERS,
+        ensure_demo_users,
+        load_users,
+    )
+
+    users_file = root / "users.toml"
+    made = ensure_demo_users(users_file) if demo else {}
+    if not load_users(users_file):
+        console.print(
+            f"[bold red]error:[/] no users in {users_file}: add one with `biotwin users add "
+            f"NAME --role qa --data-dir {root}`, or start the demo with `biotwin up --demo`",
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=2)
+    is_demo = demo and (bool(made) or (root / DEMO_CREDENTIALS).exists())
+    if demo and not is_demo:
+        console.print(
+            f"--demo: {users_file} has users of its own; no demo users made and no model "
+            "approved automatically",
+            soft_wrap=True,
+        )
+    if not made:
+        return is_demo
+    table = Table(title="demo users of this install (passwords shown once)", title_justify="left")
+    for col in ("user", "full name", "roles", "password"):
+        table.add_column(col)
+    for user, roles in DEMO_USERS:
+        table.add_row(user, DEMO_FULL_NAMES.get(user, user), ", ".join(roles), made[user])
+    console.print(table)
+    console.print(
+        f"the passwords are kept for you in {root / DEMO_CREDENTIALS} (readable by you "
+        "only); `biotwin users passwd NAME` changes one"
+    )
+    return is_demo
 
 
 def up(
     port: Annotated[int, typer.Option(help="Dashboard port on 127.0.0.1.")] = 8501,
     opcua_port: Annotated[int, typer.Option(help="OPC UA server port.")] = 4840,
     speed: Annotated[float, typer.Option(help="Twin seconds per wall second.")] = 60.0,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Demo mode: on a data dir without users, make the demo users (random "
+            "passwords, printed once and kept in DATA_DIR/demo-credentials.txt) and approve "
+            "the first models automatically.",
+        ),
+    ] = False,
+    kiosk: Kiosk = False,
     data_dir_: DataDir = None,
 ) -> None:
     """Start the twin over OPC UA, the ingest and the dashboard; supervise until Ctrl-C."""
     from connectors.historian import Historian
-    from connectors.security import DEMO_USERS, ensure_demo_users
+    from connectors.records_cli import ensure_key_announced
+    from connectors.security import DEMO_CREDENTIALS, client_certificate
     from connectors.warm import WARM_DAYS, close_open_context, ensure_epoch, warm_history
     from twin.config import load_config
 
+    # SIGTERM during the first start (history, training) stops it as Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     root = data_dir(data_dir_).resolve()
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    ensure_demo_users(root / "users.toml")
+    demo = _ensure_users(root, demo=demo)
+    ensure_key_announced(console)  # the records signing key, made on first start
     historian = Historian(root / "historian")
     epoch, _ = ensure_epoch(root, load_config())
     if historian.tags().empty:
@@ -274,9 +367,19 @@ def up(
     closed = close_open_context(historian)
     if closed:
         console.print(f"closed {closed} batch-context records left open by the last stop")
-    _ensure_models(root)
+    from quality.errors import RegistryError
+
+    try:
+        _ensure_models(root, demo=demo)
+    except RegistryError as exc:  # e.g. a registry whose chain does not verify
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
     env = {**os.environ, "BIOTWIN_DATA_DIR": str(root), "PYTHONUNBUFFERED": "1"}
+    if kiosk:
+        env["BIOTWIN_KIOSK"] = "1"
     endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/biotwin/"
+    # the ingest signs in with its own certificate (trusted in pki/trusted), not anonymously
+    cert, key = asyncio.run(client_certificate(root / "pki", "urn:biotwin:ingest"))
     me = [sys.executable, "-m", "biotwin"]
     services = [
         _Service(
@@ -287,37 +390,34 @@ def up(
         ),
         _Service(
             "ingest",
-            [*me, "ingest", endpoint, "--publishing-ms", "1000", "--data-dir", str(root)],
+            [*me, "ingest", endpoint, "--publishing-ms", "1000", "--data-dir", str(root),
+             "--security", "SignAndEncrypt", "--cert", str(cert), "--key", str(key)],
             env, logs,
         ),
         _Service("scoring", [*me, "score", "--every", "60", "--data-dir", str(root)], env, logs),
         _Service("dashboard", _streamlit_command(port), env, logs),
     ]  # fmt: skip
-    services[0].start()
-    time.sleep(8)  # the twin simulates its first horizon before it listens
-    for service in services[1:]:
-        service.start()
-    console.print(f"command center: [bold]http://127.0.0.1:{port}[/]   OPC UA: {endpoint}")
-    console.print("demo users: " + ", ".join(f"{u}/{p} ({r[0]})" for u, p, r in DEMO_USERS))
-    console.print(f"logs: {logs}; Ctrl-C stops everything")
-    stopping = False
-
-    def stop(*_):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        while not stopping:
-            time.sleep(1)
-            for service in services:
-                if not stopping:
-                    service.check()
-    finally:
-        for service in reversed(services):  # dashboard, then ingest (flushes), then server
-            service.stop()
-        console.print("stopped")
+    stopping = threading.Event()
+    with stop_signals(lambda _signum: stopping.set()):
+        try:
+            services[0].start()
+            if not stopping.wait(8):  # the twin simulates its first horizon before it listens
+                for service in services[1:]:
+                    service.start()
+                console.print(
+                    f"command center: [bold]http://127.0.0.1:{port}[/]   OPC UA: {endpoint}"
+                )
+                if (root / DEMO_CREDENTIALS).exists():
+                    console.print(f"demo users and their passwords: {root / DEMO_CREDENTIALS}")
+                console.print(f"logs: {logs}; Ctrl-C stops everything")
+            while not stopping.is_set():
+                for service in services:
+                    if not stopping.is_set():
+                        service.check(stopping)
+                stopping.wait(1.0)
+        finally:  # every service's process group: SIGTERM, then SIGKILL after 15 s
+            stop_groups([s.proc for s in reversed(services) if s.proc is not None], timeout_s=15)
+            console.print("stopped")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,10 @@ Where they come from:
   of failure, and the drift flags of ``drift.json`` (quality/drift.py);
 - the service logs in ``DATA_DIR/logs/*.log``: a service that stopped and was restarted
   ("stopped (exit ...)") and logged errors.
+- the audit trail and the model registry when they do not verify
+  (:func:`dashboard.audit.integrity_alarms`, docs/records.md);
+- the historian's own alarms: damaged files quarantined, a server's source clock gone
+  back (:meth:`connectors.historian.Historian.alarms`, docs/historian.md).
 
 Each event has a stable id (``key``), so an acknowledgement, recorded in the audit trail
 (:meth:`dashboard.audit.AuditTrail.acknowledge`), stays with it across reruns and scores.
@@ -35,7 +39,7 @@ import duckdb
 import pandas as pd
 
 from connectors.historian import Historian
-from dashboard.audit import AuditTrail, SignatureError
+from dashboard.audit import AuditTrail, SignatureError, integrity_alarms
 from dashboard.trends import DASH, GAP_FACTOR, data_gaps, duration_text, local_text, local_tz
 
 __all__ = [
@@ -72,6 +76,8 @@ TYPES = (
     "sensor fault",
     "data gap",
     "service failure",
+    "records integrity",
+    "data integrity",
 )
 COLUMNS = ["key", "time", "unit", "type", "severity", "message", "batch_id", "source", "ongoing"]
 DEVIATION_HIGH = 0.5  # P(deviation) at or above: high severity
@@ -503,6 +509,8 @@ def event_list(
         quality_events(historian, start, end, tags=tags, tz=tz),
         model_events(store),
         service_events(store / "logs", tz=tz),
+        _frame(integrity_alarms(store)),  # audit trail or model registry that does not verify
+        historian.alarms(),  # damaged historian files, a source clock gone back
     ]
     found = [p for p in parts if len(p)]
     events = pd.concat(found, ignore_index=True) if found else _frame([])

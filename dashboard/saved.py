@@ -7,11 +7,14 @@ failure risk, the good rate of new lots, the plant's now and time zone), where i
 scenario, of its baseline and of each of its levers run alone, per-unit utilization and
 availability, and the schedule of replication 1. So it can be shown again, and compared
 with other saved scenarios, without running the twin again. Files of the first format
-(no lots, no levers) still load.
+(no lots, no levers) still load. Each saved scenario carries its author (user, full name,
+roles) and the time it was saved; only a user who may run scenarios saves
+(:func:`dashboard.whatif.check_may_run`).
 
-Files are written atomically (temporary file in the same folder, fsync, ``os.replace``):
-a reader sees the old file or the new one, never half of one. One file per name: saving a
-name again replaces it.
+Names are unique and at most :data:`MAX_NAME_CHARS` characters (:func:`check_new_name`,
+checked before the run): a name whose file exists is refused, never overwritten. Files
+are written whole under a temporary name (fsync) and linked into place, so a reader never
+sees half of one and two saves of one name cannot replace each other.
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from dashboard.whatif import Author, check_may_run
 from twin.scenarios import Scenario, ScenarioResult
 
 __all__ = [
     "COMPARED_KPIS",
     "FORMAT",
+    "MAX_NAME_CHARS",
+    "author_text",
+    "check_new_name",
     "compare_saved",
     "file_name",
     "list_saved",
@@ -37,9 +44,12 @@ __all__ = [
     "result_to_dict",
     "save_scenario",
     "state_key",
+    "unique_name",
 ]
 
 FORMAT = "biotwin-scenario/2"
+#: The longest scenario name accepted (characters, after trimming spaces).
+MAX_NAME_CHARS = 80
 
 # KPIs of the side-by-side comparison of runs saved without lot records (label -> KPI
 # column); runs with lots are compared on the planner's KPIs (whatif.PLANNER_KPIS)
@@ -58,6 +68,43 @@ def file_name(name: str) -> str:
     """The file a scenario name is saved in (letters and digits kept, the rest ``-``)."""
     stem = "".join(c if c.isalnum() else "-" for c in name.strip()) or "scenario"
     return f"{stem}.json"
+
+
+def check_new_name(folder: Path, name: str) -> str:
+    """The name, trimmed, if a new scenario may be saved under it (call before the run).
+
+    Raises
+    ------
+    ValueError
+        An empty name, one longer than :data:`MAX_NAME_CHARS`, or one whose file exists
+        already in ``folder`` (a saved scenario is never overwritten).
+    """
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("scenario name: must not be empty; got ''")
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(
+            f"scenario name: must be at most {MAX_NAME_CHARS} characters; got {len(name)} "
+            f"characters ({name[:40]!r}...)"
+        )
+    path = Path(folder) / file_name(name)
+    if path.exists():
+        raise ValueError(
+            f"scenario name: must be new, a saved scenario is never overwritten; got {name!r}, "
+            f"saved already in {path.name} (choose another name)"
+        )
+    return name
+
+
+def unique_name(folder: Path, name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... the first not saved yet (for the names
+    the page makes from what a scenario changes), cut to :data:`MAX_NAME_CHARS`."""
+    base = name.strip()[: MAX_NAME_CHARS - 6]
+    candidate, k = base, 1
+    while (Path(folder) / file_name(candidate)).exists():
+        k += 1
+        candidate = f"{base} ({k})"
+    return candidate
 
 
 def state_key(state_json: str) -> str:
@@ -123,6 +170,7 @@ def save_scenario(
     folder: Path,
     scenario: Scenario,
     *,
+    author: Author,
     baseline: ScenarioResult,
     result: ScenarioResult,
     replications: int,
@@ -131,13 +179,26 @@ def save_scenario(
     options: dict | None = None,
     levers: dict[str, ScenarioResult] | None = None,
 ) -> Path:
-    """Write one saved scenario atomically; returns its path. ``levers``: each lever of
-    the scenario run alone (label -> result), with the same seeds."""
+    """Write one saved scenario atomically under a new name; returns its path.
+
+    ``levers``: each lever of the scenario run alone (label -> result), with the same
+    seeds. ``author``: who ran it, saved with it.
+
+    Raises
+    ------
+    PermissionError
+        If ``author`` may not run scenarios (nothing written).
+    ValueError
+        If the name is empty, too long or saved already (nothing written).
+    """
+    check_may_run(author)
+    check_new_name(folder, scenario.name)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     record = {
         "format": FORMAT,
         "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "author": author.to_dict(),
         "scenario": scenario.model_dump(mode="json"),
         "replications": int(replications),
         "seed": int(seed),
@@ -154,7 +215,13 @@ def save_scenario(
             json.dump(record, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.link(tmp, path)  # fails if the name was saved meanwhile: never overwrite
+        except FileExistsError:
+            raise ValueError(
+                f"scenario name: must be new, a saved scenario is never overwritten; got "
+                f"{scenario.name!r}, saved meanwhile in {path.name}"
+            ) from None
     finally:
         tmp.unlink(missing_ok=True)
     dir_fd = os.open(folder, os.O_RDONLY)
@@ -174,7 +241,8 @@ def _read(path: Path) -> dict | None:
 
 
 def list_saved(folder: Path) -> pd.DataFrame:
-    """One row per saved scenario, newest first: name, file, saved_at, horizon_d, events,
+    """One row per saved scenario, newest first: name, file, saved_at, author (full name
+    and user, empty for files saved before authors were kept), horizon_d, events,
     replications, seed, start (starting-point key), results (whether KPIs are stored).
 
     Files of the first format (the scenario definition alone) are listed without results;
@@ -185,7 +253,7 @@ def list_saved(folder: Path) -> pd.DataFrame:
         row = _listed(path)
         if row is not None:
             rows.append(row)
-    cols = ["name", "file", "saved_at", "horizon_d", "events", "replications", "seed"]
+    cols = ["name", "file", "saved_at", "author", "horizon_d", "events", "replications", "seed"]
     table = pd.DataFrame(rows, columns=[*cols, "start", "results"])
     return table.sort_values("saved_at", ascending=False, na_position="last").reset_index(drop=True)
 
@@ -211,6 +279,7 @@ def _listed(path: Path) -> dict | None:
             "name": scenario.get("name", path.stem),
             "file": path.name,
             "saved_at": data.get("saved_at"),
+            "author": author_text(data.get("author")),
             "horizon_d": scenario.get("horizon_h", 0) / 24,
             "events": len(scenario.get("events", [])),
             "replications": data.get("replications"),
@@ -222,11 +291,20 @@ def _listed(path: Path) -> dict | None:
     return row
 
 
+def author_text(author: dict | None) -> str:
+    """ "Full Name (user)" of a saved scenario's author; "" when it has none."""
+    if not isinstance(author, dict) or not author.get("user"):
+        return ""
+    full = author.get("full_name") or author["user"]
+    return full if full == author["user"] else f"{full} ({author['user']})"
+
+
 def load_saved(folder: Path, file: str) -> dict:
     """A saved scenario: ``scenario`` (Scenario), ``baseline`` and ``result``
     (ScenarioResult, None if not stored), ``replications``, ``seed``, ``options``,
-    ``start`` (key and state), ``saved_at``, ``levers`` (label -> ScenarioResult, empty
-    for a scenario of one lever or a file of the first format).
+    ``start`` (key and state), ``saved_at``, ``author`` (dict, None for older files),
+    ``levers`` (label -> ScenarioResult, empty for a scenario of one lever or a file of the
+    first format).
 
     Raises
     ------
@@ -247,6 +325,7 @@ def load_saved(folder: Path, file: str) -> dict:
         "options": data.get("options", {}),
         "start": data.get("start", {}),
         "saved_at": data.get("saved_at"),
+        "author": data.get("author"),
         "levers": {k: result_from_dict(v) for k, v in (data.get("levers") or {}).items()},
     }
 

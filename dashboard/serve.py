@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     """Warm up, then ``streamlit run dashboard/app.py`` with ``argv`` as its options."""
     from streamlit.web import cli
 
+    from biotwin.children import stop_with_parent
+
+    stop_with_parent()  # started by `biotwin dashboard` / `up`: SIGTERM when they die
     warm()
     # Streamlit collects garbage (a full collection) after every script run, ~0.1 s
     # over the heap of these modules; objects alive now are the server's for its

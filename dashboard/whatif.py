@@ -10,7 +10,8 @@
 - :func:`plant_tz`, :class:`Horizon` and :func:`scenario_events`: the form's local dates and
   durations as events in hours from the plant's now, with one message per bad field;
 - :func:`lever_runs` and :func:`run_study`: each lever alone and all together, against one
-  baseline with the same replication seeds;
+  baseline with the same replication seeds; run only for an :class:`Author` with one of
+  :data:`RUN_ROLES` (:func:`check_may_run`: viewers cannot run or save scenarios);
 - :func:`twin_good_rate` and :func:`good_rate`: the good rate of new lots, a Beta prior
   centred on the twin's rate updated by the known outcomes;
 - :func:`lot_kpis` and :func:`lot_schedule`: per replication, the planner's counts (good,
@@ -58,16 +59,20 @@ __all__ = [
     "PLANNER_KPIS",
     "PRIOR_WEIGHT",
     "RISK_THRESHOLD",
+    "RUN_ROLES",
+    "Author",
     "BaselineCache",
     "GoodRate",
     "Horizon",
     "Kpi",
     "batch_outcomes",
+    "check_may_run",
     "good_rate",
     "kpi_changes",
     "lever_runs",
     "lot_kpis",
     "lot_schedule",
+    "may_run",
     "plant_now",
     "plant_tz",
     "predicted_failure_events",
@@ -84,6 +89,44 @@ __all__ = [
 
 RISK_THRESHOLD = 0.05  # default: assets with P(fail in 7 d) >= 5 % get the model's risk
 WEEK_H = 168.0
+#: Roles that may run and save scenarios (and search PM windows); viewers may not.
+RUN_ROLES = ("engineer", "maintenance", "qa")
+
+
+# ---------------------------------------------------------------------- who runs
+@dataclass(frozen=True)
+class Author:
+    """Who asks for a run: the signed-in user, their full name and roles (saved with it)."""
+
+    user: str
+    full_name: str
+    roles: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        """JSON-safe: ``{"user", "full_name", "roles"}``."""
+        return {"user": self.user, "full_name": self.full_name, "roles": list(self.roles)}
+
+
+def may_run(roles: Sequence[str]) -> bool:
+    """Whether a user with ``roles`` may run and save scenarios (:data:`RUN_ROLES`)."""
+    return bool(set(roles) & set(RUN_ROLES))
+
+
+def check_may_run(author: Author | None) -> None:
+    """Refuse a run or a save by nobody or by a user without one of :data:`RUN_ROLES`.
+
+    Raises
+    ------
+    PermissionError
+        Naming the user, the roles needed and the roles they have.
+    """
+    if author is None or not author.user:
+        raise PermissionError("scenario run: sign in first; got nobody signed in")
+    if not may_run(author.roles):
+        raise PermissionError(
+            f"scenario run: user {author.user!r} needs one of the roles "
+            f"{', '.join(RUN_ROLES)}; has {', '.join(author.roles) or 'none'}"
+        )
 
 
 # ---------------------------------------------------------------------- scores, outcomes
@@ -113,10 +156,11 @@ def batch_outcomes(store: Path) -> pd.DataFrame:
     From the store: the twin's batch records (``simulation/batches.parquet``: good = no
     deviation and nothing out of specification), overridden by the QA dispositions signed
     in the audit trail (release = good, reject = not good). The historian itself holds no
-    outcomes. Empty when neither exists.
+    outcomes. Empty when neither exists. Only verified audit records count; when the trail
+    does not verify, ``attrs["integrity"]`` holds the line to show.
     """
     store = Path(store)
-    parts = []
+    parts, integrity = [], None
     sim = store / "simulation" / "batches.parquet"
     if sim.exists():
         try:
@@ -133,9 +177,10 @@ def batch_outcomes(store: Path) -> pd.DataFrame:
             parts.append(pd.DataFrame({"batch_id": b["batch_id"], "good": good, "source": "twin"}))
     audit = store / "audit"
     if audit.exists() and (store / "users.toml").exists():
-        from dashboard.audit import AuditTrail
+        from dashboard.audit import AuditTrail, integrity_banner
 
         decided = AuditTrail(audit, store / "users.toml").decisions()
+        integrity = integrity_banner(decided.verification)
         rows = [
             {"batch_id": b, "good": r["decision"] == "release", "source": "QA disposition"}
             for b, r in decided.items()
@@ -143,10 +188,12 @@ def batch_outcomes(store: Path) -> pd.DataFrame:
         ]
         if rows:
             parts.append(pd.DataFrame(rows))
-    if not parts:
-        return pd.DataFrame(columns=["batch_id", "good", "source"])
-    out = pd.concat(parts, ignore_index=True)
-    return out.drop_duplicates("batch_id", keep="last").reset_index(drop=True)
+    out = pd.DataFrame(columns=["batch_id", "good", "source"])
+    if parts:
+        out = pd.concat(parts, ignore_index=True)
+        out = out.drop_duplicates("batch_id", keep="last").reset_index(drop=True)
+    out.attrs["integrity"] = integrity
+    return out
 
 
 def with_batch_risk(state: PlantState, batch_scores: pd.DataFrame | None) -> PlantState:
@@ -388,6 +435,7 @@ def run_study(
     state: PlantState,
     events: Sequence,
     *,
+    author: Author,
     levers: dict[str, list] | None = None,
     horizon_h: float,
     replications: int,
@@ -403,7 +451,13 @@ def run_study(
 
     ``levers`` (from :func:`lever_runs`) is run only when it has two levers or more (one
     lever alone is the scenario itself). A ``baseline`` already computed is reused.
+
+    Raises
+    ------
+    PermissionError
+        If ``author`` may not run scenarios (:func:`check_may_run`); nothing is run.
     """
+    check_may_run(author)
     runs: dict[str, list] = {}
     if baseline is None:
         runs["baseline"] = []

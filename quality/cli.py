@@ -52,7 +52,7 @@ def _data_dir(value: Path | None) -> Path:
 
 
 def _fail(exc: Exception) -> None:
-    err_console.print("[bold red]error:[/] " + escape(str(exc)))
+    err_console.print("[bold red]error:[/] " + escape(str(exc)), soft_wrap=True)  # one line
     raise typer.Exit(code=2)
 
 
@@ -354,7 +354,11 @@ def evaluate(
 @models.command("list")
 def models_list(data_dir: DataDir = None) -> None:
     """Versions in the registry with status and headline metrics."""
-    table = _registry(_data_dir(data_dir)).versions()
+    reg = _registry(_data_dir(data_dir))
+    ok, problem = reg.verify()
+    if not ok:
+        err_console.print("[bold red]the registry does not verify:[/] " + escape(problem))
+    table = reg.versions()
     if table.empty:
         console.print("no models registered; run `biotwin train`")
         return
@@ -371,6 +375,29 @@ def models_list(data_dir: DataDir = None) -> None:
         )
         out.add_row(*[_fmt(row[c]) for c in fixed], metrics)
     console.print(out)
+
+
+@models.command("verify")
+def models_verify(data_dir: DataDir = None) -> None:
+    """Verify the registry: event log (chain, signatures, anchor) and every version's files
+    against their registered fingerprints. Exit 0 intact, 1 not, 2 no signing key."""
+    from connectors.records_cli import print_verification, require_key
+
+    require_key()
+    reg = _registry(_data_dir(data_dir))
+    state = reg.state()
+    good = print_verification("model registry", reg.log, state.verification)
+    for version in dict.fromkeys(
+        e["version"] for e in state.verified if e["event"] == "registered"
+    ):
+        try:
+            reg.checked_files(version, state.verified)
+            console.print(f"  {version}: model.skops and meta.json match their fingerprints")
+        except QualityError as exc:
+            good = False
+            console.print(f"  [red]{escape(version)}:[/] {escape(str(exc))}")
+    if not good:
+        raise typer.Exit(code=1)
 
 
 @models.command("approve")

@@ -23,6 +23,11 @@ field, the rule and the bad value):
   tables;
 - NaN, inf and values of absurd magnitude (beyond 1e15) are counted, logged and stored in
   ``input_report``: in batch series they are bad-quality samples, in run tables missing.
+  One warning line gives the table's totals, then one line per column (per tag in long
+  form) names its counts and its first inf or huge value with its row (rows count from 1,
+  the header not counted);
+- a column that must hold numbers and does not is refused naming its first value that is
+  not a number and its row.
 
 A twin history meant for the live path (``inputs="live"``, the default of
 :func:`batch_history_from_twin`) carries only what the historian path of
@@ -66,6 +71,8 @@ MAX_TIME_SPAN = 1e7
 FIRST_YEAR, LAST_YEAR = 1970, 2200
 #: a value beyond this magnitude is a sensor or export fault, not a measurement
 HUGE_VALUE = 1e15
+#: columns (or tags) named one by one in the NaN / inf / huge warnings, at most
+MAX_COLUMN_WARNINGS = 20
 #: signals that are not trajectories: setpoints, and hour meters (they enter as asset ages)
 SKIP_SIGNALS = ("_sp", "_hours")
 #: context columns the historian path (quality.live) gives every batch: the batch context
@@ -231,6 +238,82 @@ def _log_bad_values(what: str, report: dict, fate: str) -> None:
     )
 
 
+def _log_bad_by_column(
+    what: str, names: np.ndarray, values: np.ndarray, rows: np.ndarray, fate: str
+) -> None:
+    """One warning line per column (or tag) holding NaN, inf or huge values.
+
+    Parameters
+    ----------
+    what : str
+        ``series tag``, ``series column`` or ``runs column``, for messages.
+    names : numpy.ndarray
+        The column or tag of each value.
+    values : numpy.ndarray
+        The values (float).
+    rows : numpy.ndarray
+        The table row of each value (0-based; shown from 1, the header not counted).
+    fate : str
+        What happens to them (``kept as bad-quality samples``...).
+    """
+    nan, inf, huge = _bad_values(values)
+    if not (nan.any() or inf.any() or huge.any()):
+        return
+    codes, uniques = pd.factorize(pd.Series(names), sort=False)
+    n = len(uniques)
+    counts = [
+        (np.bincount(codes[mask], minlength=n), label)
+        for mask, label in ((nan, "NaN"), (inf, "inf"), (huge, "huge (abs > 1e15)"))
+    ]
+    totals = np.bincount(codes, minlength=n)
+    flagged = np.flatnonzero(sum(c for c, _ in counts))
+    for code in flagged[:MAX_COLUMN_WARNINGS]:
+        parts = ", ".join(f"{c[code]:,} {label}" for c, label in counts if c[code])
+        firsts = []
+        for mask in (inf, huge):
+            hit = np.flatnonzero(mask & (codes == code))
+            if len(hit):
+                i = int(hit[0])
+                firsts.append(f"first {_show(values[i])} at row {int(rows[i]) + 1}")
+        logger.warning(
+            "%s %r: %s of %s values, %s%s",
+            what,
+            str(uniques[code]),
+            parts,
+            f"{totals[code]:,}",
+            fate,
+            f" ({'; '.join(firsts)})" if firsts else "",
+        )
+    if len(flagged) > MAX_COLUMN_WARNINGS:
+        logger.warning(
+            "%s: %d more hold NaN, inf or huge values (not listed)",
+            what,
+            len(flagged) - MAX_COLUMN_WARNINGS,
+        )
+
+
+def _first_not_number(values: pd.Series) -> tuple[int, object] | None:
+    """Position and value of the first entry that is present but not a number."""
+    coerced = pd.to_numeric(values, errors="coerce")
+    bad = (coerced.isna() & values.notna()).to_numpy()
+    if not bad.any():
+        return None
+    i = int(np.flatnonzero(bad)[0])
+    return i, values.iloc[i]
+
+
+def _must_be_numbers(values: pd.Series, field_name: str, rule: str, owner=None) -> None:
+    """Refuse a column that is not numeric, naming its first value that is not a number."""
+    if pd.api.types.is_numeric_dtype(values):
+        return
+    first = _first_not_number(values)
+    if first is None:  # text that all reads as numbers (or is missing): not the dtype asked for
+        raise InputError(f"{field_name}: {rule}; got dtype {values.dtype}")
+    i, bad = first
+    who = "" if owner is None else f", {owner[0]} {str(owner[1].iloc[i])!r}"
+    raise InputError(f"{field_name}: {rule}; got {_show(bad)} (row {i + 1}{who})")
+
+
 def _duplicates(
     frame: pd.DataFrame, keys: list[str], payload: list[str], describe
 ) -> tuple[pd.DataFrame, int]:
@@ -255,8 +338,12 @@ def _duplicates(
 def _labels(values: pd.Series, field_name: str) -> pd.Series:
     if pd.api.types.is_bool_dtype(values):
         return values.astype(bool)
-    if values.isna().any():
-        raise InputError(f"{field_name}: labels must not be missing; {values.isna().sum()} are")
+    missing = values.isna().to_numpy()
+    if missing.any():
+        raise InputError(
+            f"{field_name}: labels must not be missing; got {int(missing.sum()):,} missing "
+            f"(first at row {int(np.flatnonzero(missing)[0]) + 1})"
+        )
     if pd.api.types.is_numeric_dtype(values) and set(np.unique(values)) <= {0, 1}:
         return values.astype(bool)
     mapped = (
@@ -456,10 +543,9 @@ def batch_history(
         if tag_col is None or value_col is None:
             raise InputError("series: long form needs both a tag column and a value column")
         _require(series, [tag_col, value_col], "series")
-        if not pd.api.types.is_numeric_dtype(series[value_col]):
-            raise InputError(
-                f"series.{value_col}: values must be numeric; got dtype {series[value_col].dtype}"
-            )
+        _must_be_numbers(
+            series[value_col], f"series.{value_col}", "values must be numbers", ("batch", batch)
+        )
         long = pd.DataFrame(
             {
                 "batch_id": batch,
@@ -492,11 +578,12 @@ def batch_history(
     else:
         skip = {batch_col, time_col, quality_col}
         tags = [c for c in series.columns if c not in skip]
-        non_numeric = [c for c in tags if not pd.api.types.is_numeric_dtype(series[c])]
-        if non_numeric:
-            raise InputError(
-                f"series.{non_numeric[0]}: wide form needs numeric tag columns; got dtype "
-                f"{series[non_numeric[0]].dtype} (name a tag and value column for long form)"
+        for col in tags:
+            _must_be_numbers(
+                series[col],
+                f"series.{col}",
+                "wide form needs numeric tag columns (name a tag and a value column for long form)",
+                ("batch", batch),
             )
         if not tags:
             raise InputError("series: no tag columns besides the batch and time columns")
@@ -539,6 +626,13 @@ def batch_history(
         "exact_duplicates_dropped": dropped,
     }
     _log_bad_values("series", report, "kept as bad-quality samples")
+    _log_bad_by_column(
+        "series tag" if tag_col is not None else "series column",
+        long["tag"].to_numpy(),
+        value,
+        long["_row"].to_numpy(),
+        "kept as bad-quality samples",
+    )
     long["value"] = np.where(inf | huge, np.nan, value)
     start = long.groupby("batch_id")["time"].transform("min")
     delta = long["time"] - start
@@ -596,8 +690,12 @@ def batch_history(
     )
     result["dev_class"] = None if class_col is None else out[class_col].astype("string")
     for col in cqa_cols:
-        if not pd.api.types.is_numeric_dtype(out[col]):
-            raise InputError(f"outcomes.{col}: CQA must be numeric; got dtype {out[col].dtype}")
+        _must_be_numbers(
+            out[col].reset_index(drop=True),
+            f"outcomes.{col}",
+            "CQA values must be numbers",
+            ("batch", out.index.to_series().reset_index(drop=True)),
+        )
         result[col] = out[col].astype(float)
     used = {label_col, class_col, *cqa_cols, "order"}
     if context_cols is None:
@@ -1088,12 +1186,9 @@ def run_history(
         sensor_cols = [c for c in table.columns if c not in skip]
     _require(table, list(sensor_cols), "runs")
     for col in sensor_cols:
-        if not pd.api.types.is_numeric_dtype(table[col]):
-            example = table[col].dropna()
-            shown = f" (e.g. {_show(example.iloc[0])})" if len(example) else ""
-            raise InputError(
-                f"runs.{col}: sensor columns must be numeric; got dtype {table[col].dtype}{shown}"
-            )
+        _must_be_numbers(
+            table[col], f"runs.{col}", "sensor columns must be numeric", ("asset", asset)
+        )
     rows = pd.DataFrame({"asset": asset, "t": t.astype(float)})
     dup = rows.duplicated(["asset", "t"]).to_numpy()
     if dup.any():
@@ -1112,7 +1207,17 @@ def run_history(
         report["huge"] += int(huge.sum())
         rows[col] = np.where(inf | huge, np.nan, values)
     report["exact_duplicates_dropped"] = 0
-    _log_bad_values("runs", report, "NaN kept missing, inf and huge set to missing")
+    fate = "NaN kept missing, inf and huge set to missing"
+    _log_bad_values("runs", report, fate)
+    if report["nan"] or report["inf"] or report["huge"]:
+        n = len(table)
+        _log_bad_by_column(
+            "runs column",
+            np.repeat(np.asarray(sensor_cols, dtype=object), n),
+            np.concatenate([table[c].astype(float).to_numpy() for c in sensor_cols]),
+            np.tile(np.arange(n), len(sensor_cols)),
+            fate,
+        )
     if failure_col is None:
         rows["failure"] = rows["t"].eq(rows.groupby("asset")["t"].transform("max"))
     else:

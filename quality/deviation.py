@@ -14,8 +14,11 @@ batches, in time order where the batches have one), among:
 - ``average``: the mean log-odds of ``lgbm`` and the better of the two linear ones.
 
 The choice is made on the cross-validated ROC AUC (mean over progress 25-100 %) alone; the
-chosen pipeline is refitted on all batches. Probabilities are calibrated on the chosen
-pipeline's out-of-fold scores, by the method the same cross-validation prefers
+same folds may choose another pipeline for the early part of a batch (progress before 50 %,
+by the ROC AUC over the grid points there), since what ranks the few faults that show early
+differs from what ranks the whole batch. The chosen pipelines are refitted on all batches.
+Probabilities are calibrated on the chosen pipelines' out-of-fold scores, by the method the
+same cross-validation prefers
 (:func:`quality.calibration.choose_calibrator`). A second classifier names the likely
 deviation class; one regressor per CQA predicts its value, with an interval per progress.
 
@@ -56,6 +59,9 @@ logger = logging.getLogger(__name__)
 PROGRESS_GRID = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
 #: progress points whose cross-validated ROC AUC (mean) chooses the pipeline
 SELECTION_PROGRESS = (0.25, 0.5, 0.75, 1.0)
+#: before this progress the pipeline may be another one, chosen by the same folds' ROC AUC
+#: over the grid points before it (early on, few faults show and what ranks them differs)
+EARLY_END = 0.5
 CANDIDATES = ("lgbm", "mspc", "unfolded", "average")
 N_FOLDS = 5
 CONFORMAL_LEVEL = 0.9
@@ -188,6 +194,7 @@ class DeviationModel:
     rounds: int = 0
     rounds_cv_log_loss: dict = field(default_factory=dict)
     chosen: str = "lgbm"
+    early: str | None = None
     average_of: str | None = None
     selection: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
@@ -239,7 +246,10 @@ class DeviationModel:
                 self.linear[name] = self._trajectory(name).fit(
                     _trajectories(cube), y_b, **self._cube_meta()
                 )
-        raw = oof[self.chosen]
+        raw = oof[self.chosen].copy()
+        if self.early is not None:
+            early_cols = np.asarray(self.progress_grid) < EARLY_END
+            raw[:, early_cols] = oof[self.early][:, early_cols]
         grid = np.tile(np.asarray(self.progress_grid), len(ids))
         groups = np.repeat(np.arange(len(ids)), len(self.progress_grid))
         y_rows = np.repeat(y_b, len(self.progress_grid)).astype(int)
@@ -265,10 +275,21 @@ class DeviationModel:
         C = 0.1 if name == "mspc" else 0.01
         return TrajectoryModel(kind=name, C=C, grid=self.progress_grid, seed=self.seed)
 
-    def _members(self) -> list[str]:
-        if self.chosen == "average":
+    def _members(self, pipeline: str | None = None) -> list[str]:
+        """The fitted pipelines whose mean log-odds is ``pipeline`` (default: both phases')."""
+        if pipeline is None:
+            names = self._members(self.chosen)
+            extra = self._members(self.early) if self.early is not None else []
+            return names + [n for n in extra if n not in names]
+        if pipeline == "average":
             return ["lgbm", self.average_of]
-        return [self.chosen]
+        return [pipeline]
+
+    def _early_rows(self, progress: np.ndarray) -> np.ndarray:
+        """Rows scored by the early pipeline (none when it is the chosen one)."""
+        if getattr(self, "early", None) is None:
+            return np.zeros(len(progress), dtype=bool)
+        return np.asarray(progress) < EARLY_END
 
     def _cross_validate(self, history, ids, cube, y_b, fold_b, n_folds) -> dict:
         """Out-of-fold log-odds, batch x progress grid, of every candidate pipeline."""
@@ -364,7 +385,36 @@ class DeviationModel:
         self.average_of = extra.get("average", {}).get("average_of")
         if sel.chosen == "average":
             sel.why += f" (lgbm with {self.average_of})"
+        self.early, sel.early = self._select_early(oof, y_b, sel)
         return sel
+
+    def _select_early(self, oof: dict, y_b, sel: Selection) -> tuple[str | None, dict]:
+        """The pipeline for progress before :data:`EARLY_END`: the best out-of-fold ROC AUC
+        over the grid points there (the chosen one unless another is better to 4 decimals).
+        """
+        cols = [j for j, p in enumerate(self.progress_grid) if p < EARLY_END]
+        if not cols:
+            return None, {}
+        names = [c.name for c in sel.candidates]
+        auc = {n: round(_mean_auc(y_b, oof[n], cols) or 0.5, 4) for n in names}
+        for c in sel.candidates:
+            c.extra["cv_auc_early"] = auc[c.name]
+        best = max(names, key=lambda n: (auc[n], n == sel.chosen))
+        record = {
+            "before_progress": EARLY_END,
+            "metric": "ROC AUC (out-of-fold, mean over progress "
+            + ", ".join(f"{self.progress_grid[j]:.0%}" for j in cols)
+            + ")",
+            "chosen": best,
+            "cv_auc": auc,
+        }
+        if best == sel.chosen:
+            record["why"] = f"the chosen pipeline is also the best early ({auc[best]:.4f})"
+            return None, record
+        record["why"] = (
+            f"best early: {auc[best]:.4f} against {auc[sel.chosen]:.4f} for {sel.chosen}"
+        )
+        return best, record
 
     def _stack(self, history: BatchHistory, ids) -> tuple[pd.DataFrame, np.ndarray, pd.Index]:
         cube = self.featurizer.cube(history, ids)
@@ -439,25 +489,34 @@ class DeviationModel:
         return X[self.features]
 
     def _raw(self, history, ids, progress, cube: Cube, *, once: bool = False, frame=True):
-        """Log-odds of the chosen pipeline, and the LightGBM feature rows (or None).
+        """Log-odds of the chosen pipeline (the early one before :data:`EARLY_END`), and the
+        LightGBM feature rows (or None).
 
         ``frame=False`` (scoring without explanations) reads the features as the booster's
         float matrix directly, without building the feature table.
         """
-        parts, X = [], None
+        early = self._early_rows(progress)
+        phases = [(self.chosen, ~early), (self.early, early)] if early.any() else []
+        if not early.any() or early.all():
+            phases = [(self.early if early.any() else self.chosen, np.ones(len(ids), bool))]
+        raw, X = {}, None
         frame = frame or self.featurizer.feature_names() != self.features
-        for name in self._members():
+        for name in {m for pipeline, _ in phases for m in self._members(pipeline)}:
             if name == "lgbm" and not frame:
                 M = self.featurizer.matrix(history, ids, progress, cube)
-                parts.append(self.classifier.booster_.predict(M, raw_score=True))
+                raw[name] = self.classifier.booster_.predict(M, raw_score=True)
             elif name == "lgbm":
                 X = self.featurizer.transform(history, ids, progress, cube, once=once)
                 X = X[self.features]
                 M = _feature_matrix(X)
-                parts.append(self.classifier.booster_.predict(M, raw_score=True))
+                raw[name] = self.classifier.booster_.predict(M, raw_score=True)
             else:
-                parts.append(self.linear[name].raw(_trajectories(cube), progress))
-        return np.mean(parts, axis=0), X
+                raw[name] = self.linear[name].raw(_trajectories(cube), progress)
+        out = np.zeros(len(ids))
+        for pipeline, rows in phases:
+            members = self._members(pipeline)
+            out[rows] = np.mean([raw[m] for m in members], axis=0)[rows]
+        return out, X
 
     def score(self, history: BatchHistory, batch_ids, progress, cube: Cube | None = None):
         """Calibrated probability of a deviation of ``batch_ids`` at ``progress``.
@@ -542,20 +601,22 @@ class DeviationModel:
 
     def _reason_pairs(self, M, X, cube: Cube, progress) -> list[list[tuple]]:
         """The chosen pipeline's contributions as (log-odds, words, tag) for each batch (a
-        mean of pipelines: both, halved)."""
-        members = self._members()
-        weight = 1.0 / len(members)
-        pairs = [[] for _ in range(len(X))]
-        for name in members:
+        mean of pipelines: both, halved; before :data:`EARLY_END`, the early pipeline's)."""
+        early = self._early_rows(progress)
+        parts = {}
+        for name in self._members():
             if name == "lgbm":
                 contrib = self.classifier.booster_.predict(M, pred_contrib=True)[:, :-1]
-                part = reason_pairs(contrib * weight, X, self)
+                parts[name] = reason_pairs(contrib, X, self)
             else:
                 traj = self.linear[name]
                 contrib, z, ratio = traj.contributions(_trajectories(cube), progress)
-                part = linear_reason_pairs(
-                    contrib * weight, z, ratio, traj, self.featurizer.tag_names
+                parts[name] = linear_reason_pairs(
+                    contrib, z, ratio, traj, self.featurizer.tag_names
                 )
-            for i, row in enumerate(part):
-                pairs[i].extend(row)
+        pairs = []
+        for i in range(len(X)):
+            members = self._members(self.early if early[i] else self.chosen)
+            w = 1.0 / len(members)
+            pairs.append([(v * w, *rest) for m in members for v, *rest in parts[m][i]])
         return pairs

@@ -165,6 +165,8 @@ class Selection:
     fold_kind: str
     groups: int
     warnings: list[str] = field(default_factory=list)
+    #: a second choice for the early part of a batch (deviation model), if it made one
+    early: dict = field(default_factory=dict)
 
     def result(self, name: str) -> CandidateResult:
         return next(c for c in self.candidates if c.name == name)
@@ -180,6 +182,7 @@ class Selection:
             "why": self.why,
             "candidates": [c.as_dict() for c in self.candidates],
             "warnings": list(self.warnings),
+            **({"early": self.early} if self.early else {}),
         }
 
     def lines(self) -> list[str]:
@@ -199,6 +202,12 @@ class Selection:
                 f" {mark} {c['name']:<28} {c['cv_mean']:.4f} ± {c['cv_sd']:.4f} over folds{ci}"
             )
         out.append(f"chosen: {d['chosen']} ({d['why']})")
+        if d.get("early"):
+            e = d["early"]
+            out.append(
+                f"before {e['before_progress']:.0%} progress: {e['chosen']} ({e['why']}; "
+                f"{e['metric']})"
+            )
         out += [f"warning: {w}" for w in d["warnings"]]
         return out
 

@@ -1,13 +1,49 @@
-"""Shared fixtures: the shipped plant and small simulations reused across tests."""
+"""Shared fixtures: the shipped plant and small simulations reused across tests, and the
+test users (:func:`write_users`)."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from twin.config import load_config
 from twin.simulate import simulate
+
+#: The test users: (user, roles, password). The passwords are known to the tests only;
+#: the product has no fixed password (docs/security.md).
+TEST_USERS = (
+    ("viewer", ["viewer"], "viewer-test-password"),
+    ("engineer", ["engineer"], "engineer-test-password"),
+    ("qa", ["qa"], "qa-test-password"),
+    ("qa2", ["qa"], "qa2-test-password"),
+    ("maint", ["maintenance"], "maint-test-password"),
+    ("opcua", ["engineer"], "opcua-test-password"),
+)
+#: user -> password of :data:`TEST_USERS`
+PASSWORDS = {user: password for user, _, password in TEST_USERS}
+
+
+def write_users(path: Path) -> dict[str, str]:
+    """Add the test users to the users.toml at ``path`` through the product's users API
+    (:func:`connectors.security.add_user`, what ``biotwin users add`` does); returns
+    ``{user: password}``. The full names are the demo users' (Quinn Avery for qa...)."""
+    from connectors.security import DEMO_FULL_NAMES, add_user
+
+    for user, roles, password in TEST_USERS:
+        add_user(path, user, password=password, roles=roles, full_name=DEMO_FULL_NAMES[user])
+    return dict(PASSWORDS)
+
+
+def sign_in_as(at, user: str) -> None:
+    """Put a signed-in test user (name, full name, roles) in an AppTest's session, as the
+    sign-in form does after :func:`connectors.security.authenticate` accepted them."""
+    from connectors.security import DEMO_FULL_NAMES
+
+    at.session_state["user"] = user
+    at.session_state["full_name"] = DEMO_FULL_NAMES[user]
+    at.session_state["roles"] = next(roles for u, roles, _ in TEST_USERS if u == user)
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +55,18 @@ def _main_module_kept():
     yield
     if main is not None:
         sys.modules["__main__"] = main
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _records_key(tmp_path_factory):
+    """A records signing key of the test session, never the user's (docs/records.md)."""
+    from connectors.signed_log import KEY_ENV, init_key
+
+    path = tmp_path_factory.mktemp("records-key") / "records.key"
+    init_key(path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(KEY_ENV, str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -6,21 +6,21 @@ import hashlib
 import json
 
 import pytest
+from conftest import PASSWORDS, write_users
 
-from connectors.security import ensure_demo_users
 from dashboard.audit import AuditTrail, SignatureError
 
 
 @pytest.fixture
 def trail(tmp_path) -> AuditTrail:
-    ensure_demo_users(tmp_path / "users.toml")
+    write_users(tmp_path / "users.toml")
     return AuditTrail(tmp_path / "audit", tmp_path / "users.toml")
 
 
 def sign(trail, **kw):
     args = {
         "user": "qa",
-        "password": "qa-demo",
+        "password": PASSWORDS["qa"],
         "batch_id": "B00042",
         "decision": "hold",
         "reason": "DO below envelope for 3 h",
@@ -45,7 +45,7 @@ def test_wrong_password_and_missing_role_are_refused_and_logged(trail):
     with pytest.raises(SignatureError, match="wrong user name or password"):
         sign(trail, password="guess")
     with pytest.raises(SignatureError, match="lacks the 'qa' role"):
-        sign(trail, user="engineer", password="engineer-demo")
+        sign(trail, user="engineer", password=PASSWORDS["engineer"])
     actions = [r["action"] for r in trail.records()]
     assert actions == ["signature_refused", "signature_refused"]
     assert trail.decisions() == {}
@@ -91,7 +91,7 @@ def test_a_four_eyes_release_records_both_signers_with_names_and_meanings(trail)
         decision="release",
         meaning="batch released for distribution",
         second_user="qa2",
-        second_password="qa2-demo",
+        second_password=PASSWORDS["qa2"],
         second_meaning="second QA review: I concur with the release",
     )
     assert (record["user"], record["full_name"], record["role"]) == ("qa", "Quinn Avery", "qa")
@@ -103,10 +103,10 @@ def test_a_four_eyes_release_records_both_signers_with_names_and_meanings(trail)
 @pytest.mark.parametrize(
     ("second_user", "second_password", "problem"),
     [
-        ("qa", "qa-demo", "second signer must be a different user; got 'qa' twice"),
-        ("QA ", "qa-demo", "second signer must be a different user"),
+        ("qa", PASSWORDS["qa"], "second signer must be a different user; got 'qa' twice"),
+        ("QA ", PASSWORDS["qa"], "second signer must be a different user"),
         ("qa2", "guess", "second signer: wrong user name or password"),
-        ("engineer", "engineer-demo", "second signer: user 'engineer' lacks the 'qa' role"),
+        ("engineer", PASSWORDS["engineer"], "second signer: user 'engineer' lacks the 'qa' role"),
     ],
     ids=["same-user", "same-user-spelled-differently", "wrong-password", "no-qa-role"],
 )
@@ -128,7 +128,7 @@ def test_a_second_signature_that_does_not_verify_records_nothing_but_the_refusal
 
 def test_a_second_signer_needs_a_meaning(trail):
     with pytest.raises(ValueError, match="second_meaning: the meaning"):
-        sign(trail, second_user="qa2", second_password="qa2-demo", second_meaning=" ")
+        sign(trail, second_user="qa2", second_password=PASSWORDS["qa2"], second_meaning=" ")
     assert trail.records() == []
 
 
@@ -160,6 +160,6 @@ def test_a_trail_written_before_the_second_signer_fields_still_verifies(trail):
 
 
 def test_export_has_the_second_signer_columns(trail, tmp_path):
-    sign(trail, second_user="qa2", second_password="qa2-demo", second_meaning="I concur")
+    sign(trail, second_user="qa2", second_password=PASSWORDS["qa2"], second_meaning="I concur")
     header = trail.export_csv(tmp_path / "trail.csv").read_text().splitlines()[0]
     assert "second_user" in header and "full_name" in header

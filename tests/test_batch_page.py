@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import PASSWORDS, write_users
 from streamlit.testing.v1 import AppTest
 
 from connectors.historian import Historian
-from connectors.security import ensure_demo_users
 from connectors.warm import ensure_epoch, warm_history
 from dashboard.audit import AuditTrail
 from dashboard.batch_record import (
@@ -43,7 +43,7 @@ def store(tmp_path_factory, config) -> Path:
     """Two weeks of plant history ending at NOW: released, in-QC and running batches, a
     signed disposition and hand-made scores of one running batch."""
     root = tmp_path_factory.mktemp("batch_store")
-    ensure_demo_users(root / "users.toml")
+    write_users(root / "users.toml")
     epoch, _ = ensure_epoch(root, config, warm_days=14, seed=5, now=NOW)
     warm_history(Historian(root / "historian"), config, epoch, until=NOW)
     return root
@@ -84,7 +84,7 @@ def signed(store, tested) -> dict:
     trail = AuditTrail(store / "audit", store / "users.toml")
     return trail.sign(
         user="qa",
-        password="qa-demo",
+        password=PASSWORDS["qa"],
         batch_id=tested,
         decision="release",
         reason="QC results within specification; no deviation",

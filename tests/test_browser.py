@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import PASSWORDS, write_users
 
 from connectors.historian import Historian
-from connectors.security import ensure_demo_users
 from connectors.twin_import import import_simulation
 from dashboard.cli import _streamlit_command
 
@@ -43,14 +43,14 @@ def store(tmp_path_factory, trained, maint):
 
     store = tmp_path_factory.mktemp("store")
     import_simulation(ROOT / "sample_data" / "twin", Historian(store / "historian"))
-    ensure_demo_users(store / "users.toml")
+    write_users(store / "users.toml")
     registry = Registry(store / "models")
     for model, meta, _ in (trained, maint):  # approved models and their scores, as `up` has
         version = registry.register(model, meta)
         registry.approve(
             version,
             user="qa",
-            password="qa-demo",
+            password=PASSWORDS["qa"],
             reason="browser test",
             users_file=store / "users.toml",
         )
@@ -120,14 +120,16 @@ def sign_in(page, user: str, password: str) -> None:
 
 def test_first_session_opening_a_page_by_its_url_gets_the_app(store):
     """A fresh server whose first visitor opens /triage directly: the page used to be run
-    alone (Streamlit's pages-directory mode), without the navigation and the sign-in box."""
+    alone (Streamlit's pages-directory mode), without the navigation and the sign-in box;
+    and nobody signed in sees the sign-in page, not the page asked for."""
     from playwright.sync_api import expect
 
     with serve(store) as url, browser_page() as page:
         page.goto(url + "/triage", timeout=60_000)
-        expect(page.get_by_text("Only QA can disposition")).to_be_visible(timeout=60_000)
-        expect(page.get_by_role("link", name="Plant overview")).to_be_visible()
-        sign_in(page, "qa", "qa-demo")
+        expect(page.get_by_text("Sign in to see the plant")).to_be_visible(timeout=60_000)
+        assert page.get_by_text("Disposition", exact=True).count() == 0
+        sign_in(page, "qa", PASSWORDS["qa"])
         expect(page.get_by_text("Signed in: qa")).to_be_visible(timeout=30_000)
+        page.get_by_role("link", name="Batch triage (QA)").click()
         expect(page.get_by_text("Disposition", exact=True)).to_be_visible(timeout=30_000)
         assert page.locator("[data-testid='stException']").count() == 0

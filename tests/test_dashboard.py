@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import PASSWORDS, sign_in_as, write_users
 from streamlit.testing.v1 import AppTest
 
 from connectors.historian import Historian
-from connectors.security import ensure_demo_users
 from connectors.twin_import import import_simulation
 from dashboard.audit import AuditTrail
 from dashboard.plant import availability, live_state, plant_now, unit_status
@@ -26,7 +26,7 @@ PAGES = ROOT / "dashboard" / "views"
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("store")
     import_simulation(ROOT / "sample_data" / "twin", Historian(root / "historian"))
-    ensure_demo_users(root / "users.toml")
+    write_users(root / "users.toml")
     (root / "simulation").mkdir()  # the twin's batch outcomes (good rate, golden batches)
     shutil.copy(ROOT / "sample_data" / "twin" / "batches.parquet", root / "simulation")
     return root
@@ -88,7 +88,9 @@ def test_overview_shows_every_unit(env):
 
 
 def test_scenario_page_runs_and_compares(env):
-    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120)
+    sign_in_as(at, "engineer")
+    at.run()
     assert not at.exception
     at.number_input(key="sc_reps").set_value(20)
     at.button(key="sc_run").click().run()
@@ -104,7 +106,9 @@ def test_scenario_page_runs_and_compares(env):
 
 
 def test_scenarios_are_saved_shown_again_and_compared(env):
-    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120)
+    sign_in_as(at, "engineer")
+    at.run()
     assert not at.exception
     at.text_input(key="sc_name").input("A: BR-202 down")
     at.number_input(key="sc_reps").set_value(20)
@@ -158,7 +162,7 @@ def test_qa_disposition_flow_is_signed_into_the_audit_trail(env):
     assert any("signature refused" in e.value for e in at.error)
     at.radio[0].set_value("hold")
     at.text_area[0].input("DO excursion in growth phase, investigate")
-    at.text_input[0].input("qa-demo")
+    at.text_input[0].input(PASSWORDS["qa"])
     at.button[0].click().run()
     assert any("Signed: hold" in s.value for s in at.success)
     trail = AuditTrail(env / "audit", env / "users.toml")
@@ -194,7 +198,9 @@ def test_pm_window_prefers_a_start_that_misses_fewer_due_dates(config, store):
 
 
 def test_asset_page_finds_a_window(env):
-    at = AppTest.from_file(str(PAGES / "assets.py"), default_timeout=180).run()
+    at = AppTest.from_file(str(PAGES / "assets.py"), default_timeout=180)
+    sign_in_as(at, "maint")
+    at.run()
     assert not at.exception
     at.number_input[0].set_value(1)
     at.number_input[2].set_value(10)
@@ -306,7 +312,9 @@ def test_batch_outcomes_from_the_twin_and_qa_dispositions(tmp_path):
 
 
 def test_scenario_page_uses_predicted_failure_risk_and_expected_good_lots(scored):
-    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120)
+    sign_in_as(at, "engineer")
+    at.run()
     assert not at.exception
     at.text_input(key="sc_name").input("predicted risk")
     at.number_input(key="sc_reps").set_value(20)
@@ -332,7 +340,9 @@ def test_scenario_page_uses_predicted_failure_risk_and_expected_good_lots(scored
 
 
 def test_scenario_page_says_when_there_is_no_predicted_risk(env):
-    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(PAGES / "scenarios.py"), default_timeout=120)
+    sign_in_as(at, "engineer")
+    at.run()
     assert any("No predicted failure risk available" in c.value for c in at.caption)
     at.number_input(key="sc_reps").set_value(10)
     at.checkbox(key="sc_predicted").check()

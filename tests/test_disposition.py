@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import PASSWORDS, write_users
 from streamlit.testing.v1 import AppTest
 
-from connectors.security import ensure_demo_users
 from dashboard.audit import AuditTrail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def form_page(store: str) -> None:
 
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> Path:
-    ensure_demo_users(tmp_path / "users.toml")
+    write_users(tmp_path / "users.toml")
     monkeypatch.delenv("BIOTWIN_FOUR_EYES_RISK", raising=False)
     return tmp_path
 
@@ -82,7 +82,7 @@ def test_a_wrong_password_keeps_the_decision_and_the_reason(store):
     assert at.text_area(key="disp_reason").value == "DO below envelope for 3 h"
     assert at.text_input(key="disp_password").value == ""  # the password is never kept
     # the refusal is in the trail; signing again with the right password needs no retyping
-    at.text_input(key="disp_password").input("qa-demo")
+    at.text_input(key="disp_password").input(PASSWORDS["qa"])
     sign(at)
     assert any("Signed: hold B00010" in s.value for s in at.success)
     trail = trail_of(store)
@@ -92,7 +92,7 @@ def test_a_wrong_password_keeps_the_decision_and_the_reason(store):
 
 def test_an_empty_reason_is_refused_with_a_message_and_the_input_is_kept(store):
     at = signed_in(store)
-    fill(at, "B00010", "reject", "   ", "qa-demo")
+    fill(at, "B00010", "reject", "   ", PASSWORDS["qa"])
     sign(at)
     assert not at.exception
     assert any(e.value.startswith("Reason: a disposition needs a reason") for e in at.error)
@@ -103,7 +103,7 @@ def test_an_empty_reason_is_refused_with_a_message_and_the_input_is_kept(store):
 
 def test_a_signature_shows_the_full_name_the_meaning_and_the_local_time(store):
     at = signed_in(store)
-    fill(at, "B00010", "release", "record reviewed, all CQAs in specification", "qa-demo")
+    fill(at, "B00010", "release", "record reviewed, all CQAs in specification", PASSWORDS["qa"])
     assert not at.checkbox  # low risk, never held: one signature is enough
     sign(at)
     done = next(s.value for s in at.success if "Signed: release" in s.value)
@@ -117,7 +117,7 @@ def test_a_signature_shows_the_full_name_the_meaning_and_the_local_time(store):
 
 def test_a_high_risk_release_asks_for_a_second_signer_and_refuses_the_same_user(store):
     at = signed_in(store)
-    fill(at, "B00098", "release", "reviewed: the DO dip was a probe fault", "qa-demo")
+    fill(at, "B00098", "release", "reviewed: the DO dip was a probe fault", PASSWORDS["qa"])
     assert any("Four eyes" in w.value and "0.98 is above 0.50" in w.value for w in at.warning)
     sign(at)  # no confirmation, no second signer
     errors = " ".join(e.value for e in at.error)
@@ -125,9 +125,9 @@ def test_a_high_risk_release_asks_for_a_second_signer_and_refuses_the_same_user(
     assert trail_of(store).records() == []
 
     at.checkbox(key="disp_confirm").check()
-    at.text_input(key="disp_password").input("qa-demo")
+    at.text_input(key="disp_password").input(PASSWORDS["qa"])
     at.text_input(key="disp_second_user").input("qa")
-    at.text_input(key="disp_second_password").input("qa-demo")
+    at.text_input(key="disp_second_password").input(PASSWORDS["qa"])
     sign(at)
     assert any("second signer must be a different user" in e.value for e in at.error)
     assert trail_of(store).decisions() == {}
@@ -137,10 +137,10 @@ def test_a_high_risk_release_asks_for_a_second_signer_and_refuses_the_same_user(
 
 def test_a_high_risk_release_is_recorded_with_both_signers(store):
     at = signed_in(store)
-    fill(at, "B00098", "release", "reviewed: the DO dip was a probe fault", "qa-demo")
+    fill(at, "B00098", "release", "reviewed: the DO dip was a probe fault", PASSWORDS["qa"])
     at.checkbox(key="disp_confirm").check()
     at.text_input(key="disp_second_user").input("qa2")
-    at.text_input(key="disp_second_password").input("qa2-demo")
+    at.text_input(key="disp_second_password").input(PASSWORDS["qa2"])
     sign(at)
     assert not at.exception
     done = next(s.value for s in at.success if "Signed: release B00098" in s.value)
@@ -154,20 +154,20 @@ def test_a_high_risk_release_is_recorded_with_both_signers(store):
 
 def test_a_release_after_a_hold_needs_a_second_signer(store):
     at = signed_in(store)
-    fill(at, "B00077", "hold", "QC result pending", "qa-demo")  # B00077 has no score
+    fill(at, "B00077", "hold", "QC result pending", PASSWORDS["qa"])  # B00077 has no score
     sign(at)
-    fill(at, "B00077", "release", "QC result in specification", "qa-demo")
+    fill(at, "B00077", "release", "QC result in specification", PASSWORDS["qa"])
     assert any("it was put on hold before" in w.value for w in at.warning)
     sign(at)
     assert any("Confirm the release of B00077" in e.value for e in at.error)
     at.checkbox(key="disp_confirm").check()
-    at.text_input(key="disp_password").input("qa-demo")
+    at.text_input(key="disp_password").input(PASSWORDS["qa"])
     at.text_input(key="disp_second_user").input("qa2")
     at.text_input(key="disp_second_password").input("wrong")
     sign(at)
     assert any("second signer: wrong user name or password" in e.value for e in at.error)
-    at.text_input(key="disp_password").input("qa-demo")
-    at.text_input(key="disp_second_password").input("qa2-demo")
+    at.text_input(key="disp_password").input(PASSWORDS["qa"])
+    at.text_input(key="disp_second_password").input(PASSWORDS["qa2"])
     sign(at)
     trail = trail_of(store)
     assert trail.decisions()["B00077"]["second_user"] == "qa2"
@@ -188,7 +188,7 @@ def test_a_release_after_a_hold_needs_a_second_signer(store):
 def test_the_risk_threshold_comes_from_the_environment(store, monkeypatch, setting, four_eyes):
     monkeypatch.setenv("BIOTWIN_FOUR_EYES_RISK", setting)
     at = signed_in(store)
-    fill(at, "B00098", "release", "x", "qa-demo")
+    fill(at, "B00098", "release", "x", PASSWORDS["qa"])
     assert bool(at.checkbox) is four_eyes
     if setting == "lots":
         assert any("BIOTWIN_FOUR_EYES_RISK must be a number" in e.value for e in at.error)
@@ -255,9 +255,10 @@ def test_the_session_key_is_made_once_and_private(tmp_path):
 
 
 def sidebar_page() -> None:
-    from dashboard.session import sign_in_box
+    from dashboard.session import sign_in_box, sign_in_form
 
-    sign_in_box()
+    if not sign_in_box():  # what dashboard/app.py's sign-in page shows
+        sign_in_form()
 
 
 def cookie_scripts(at: AppTest) -> list[str]:
@@ -275,7 +276,7 @@ def test_signing_in_sets_a_signed_cookie_and_the_form_goes(app_store):
 
     at = AppTest.from_function(sidebar_page, default_timeout=30).run()
     at.text_input(key="login_user").input("qa")
-    at.text_input(key="login_password").input("qa-demo")
+    at.text_input(key="login_password").input(PASSWORDS["qa"])
     at.button[0].click().run()
     assert not at.exception
     assert at.session_state["user"] == "qa" and at.session_state["roles"] == ["qa"]
@@ -285,7 +286,7 @@ def test_signing_in_sets_a_signed_cookie_and_the_form_goes(app_store):
     (script,) = cookie_scripts(at)
     token = script.split(f"{COOKIE}=")[1].split(";")[0]
     assert read_session_token(token, session_key(app_store))[0] == "qa"
-    assert "Max-Age=28800" in script and "SameSite=Strict" in script
+    assert "Max-Age=43200" in script and "SameSite=Strict" in script
 
     at.button[0].click().run()  # Sign out
     assert "user" not in at.session_state and len(at.text_input) == 2
@@ -297,7 +298,7 @@ def test_a_wrong_password_signs_nobody_in(app_store):
     at.text_input(key="login_user").input("qa")
     at.text_input(key="login_password").input("guess")
     at.button[0].click().run()
-    assert [e.value for e in at.error] == ["Wrong user name or password"]
+    assert [e.value for e in at.error] == ["sign-in refused: wrong user name or password"]
     assert "user" not in at.session_state and not cookie_scripts(at)
 
 
@@ -315,7 +316,7 @@ def test_a_reload_with_the_cookie_keeps_the_user_signed_in(app_store, monkeypatc
     assert "user" not in at.session_state
 
 
-@pytest.mark.parametrize("case", ["tampered", "expired", "user-removed"])
+@pytest.mark.parametrize("case", ["tampered", "expired", "user-removed", "user-disabled"])
 def test_a_reload_with_a_bad_cookie_shows_the_sign_in_form(app_store, monkeypatch, case):
     from dashboard import session
 
@@ -325,9 +326,13 @@ def test_a_reload_with_a_bad_cookie_shows_the_sign_in_form(app_store, monkeypatc
         token = tampered(token, key)[0]
     elif case == "expired":
         token = session.session_token("qa", key, now=0.0)
-    else:
+    elif case == "user-removed":
         users = app_store / "users.toml"
-        users.write_text(users.read_text().replace("[users.qa]", "[users.someone-else]"))
+        users.write_text(users.read_text().replace('[users."qa"]', '[users."someone-else"]'))
+    else:
+        from connectors.security import set_disabled
+
+        set_disabled(app_store / "users.toml", "qa")
     monkeypatch.setattr(session, "_browser_cookie", lambda: token)
     at = AppTest.from_function(sidebar_page, default_timeout=30).run()
     assert "user" not in at.session_state and len(at.text_input) == 2

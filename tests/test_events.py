@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_users
 from streamlit.testing.v1 import AppTest
 
 from connectors.historian import Historian
-from connectors.security import ensure_demo_users
 from dashboard.audit import AuditTrail, SignatureError
 from dashboard.events import (
     acknowledge,
@@ -120,7 +120,7 @@ def store(tmp_path) -> Path:
         '  File "quality/live.py", line 2, in score\n'
         "OSError: disk full\n"
     )
-    ensure_demo_users(tmp_path / "users.toml")
+    write_users(tmp_path / "users.toml")
     return tmp_path
 
 

@@ -1,9 +1,11 @@
 """Each role's journey through a real `biotwin up` in a temporary data dir, in Debian's chromium.
 
-`biotwin up` runs as users run it (warm history, the twin over OPC UA, the ingest, scoring,
-the command center); only the models are trained beforehand (the session's test models,
-registered and approved as `biotwin up` would), so that the journey does not wait minutes
-for training. Screenshots go to $BIOTWIN_SCREENSHOTS when set (e.g. docs/screenshots to
+`biotwin up --demo` runs as `make run` runs it (demo users with passwords made for this data
+dir, warm history, the twin over OPC UA, the ingest, scoring, the command center); only the
+models are trained beforehand (the session's test models, registered: `up --demo` approves
+them as the demo set-up, as after its own training), so that the journey does not wait
+minutes for training. The users sign in with the passwords `up` wrote to
+demo-credentials.txt. Screenshots go to $BIOTWIN_SCREENSHOTS when set (e.g. docs/screenshots to
 refresh the README's), else to a temporary folder: tests leave the tree clean.
 """
 
@@ -34,23 +36,17 @@ SNAKE = re.compile(r"\b[a-z]+_[a-z0-9_]+\b")
 def plant(tmp_path_factory, trained, maint):
     """A running `biotwin up` on free ports; yields (url, data dir)."""
     assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install chromium"
-    from connectors.security import ensure_demo_users
     from quality.registry import Registry
 
     root = tmp_path_factory.mktemp("up")
-    ensure_demo_users(root / "users.toml")
     registry = Registry(root / "models")
     for model, meta, _ in (trained, maint):
-        version = registry.register(model, meta)
-        registry.approve(
-            version, user="qa", password="qa-demo", reason="journey test",
-            users_file=root / "users.toml",
-        )  # fmt: skip
+        registry.register(model, meta)
     port, opcua = free_port(), free_port()
     log = open(root / "up.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "biotwin", "up", "--data-dir", str(root), "--port", str(port),
-         "--opcua-port", str(opcua)],
+        [sys.executable, "-m", "biotwin", "up", "--demo", "--data-dir", str(root),
+         "--port", str(port), "--opcua-port", str(opcua)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -71,6 +67,14 @@ def plant(tmp_path_factory, trained, maint):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+def password(root: Path, user: str) -> str:
+    """``user``'s password from the demo-credentials.txt that `biotwin up --demo` wrote."""
+    for line in (root / "demo-credentials.txt").read_text().splitlines():
+        if not line.startswith("#") and line.split("\t")[0] == user:
+            return line.split("\t")[2]
+    raise AssertionError(f"no {user} in {root / 'demo-credentials.txt'}")
 
 
 TEXT_JS = """() => {
@@ -121,10 +125,14 @@ def goto(page, url: str, link: str) -> None:
 def test_viewer_sees_a_living_plant(plant):
     from playwright.sync_api import expect
 
-    url, _ = plant
+    url, root = plant
     SHOTS.mkdir(parents=True, exist_ok=True)
     with browser_page() as page:
         page.goto(url, timeout=60_000)
+        # nobody signed in: the sign-in page, no plant data
+        expect(page.get_by_text("Sign in to see the plant")).to_be_visible(timeout=60_000)
+        assert page.get_by_role("link", name="Plant overview").count() == 0
+        sign_in(page, "viewer", password(root, "viewer"))
         running = page.locator("[data-testid='stMetric']").filter(has_text="Units running")
         expect(running).to_be_visible(timeout=90_000)
         deadline = time.monotonic() + 90
@@ -152,7 +160,8 @@ def test_qa_triages_the_live_batches_and_signs_as_an_ebr(plant):
     url, root = plant
     with browser_page() as page:
         page.goto(url + "/triage", timeout=60_000)
-        sign_in(page, "qa", "qa-demo")
+        sign_in(page, "qa", password(root, "qa"))
+        goto(page, url, "Batch triage (QA)")
         expect(page.get_by_text("The live plant at")).to_be_visible(timeout=60_000)
         # scores arrive within a minute of the start (the scoring service)
         deadline = time.monotonic() + 120
@@ -190,7 +199,7 @@ def test_qa_triages_the_live_batches_and_signs_as_an_ebr(plant):
         expect(page.get_by_text("password", exact=False).last).to_be_visible(timeout=30_000)
         expect(page.get_by_role("textbox", name="Reason")).to_have_value(reason)
         # signed properly: the batch is on hold
-        page.get_by_role("textbox", name="Password (signature)").fill("qa-demo")
+        page.get_by_role("textbox", name="Password (signature)").fill(password(root, "qa"))
         page.get_by_role("button", name="Sign", exact=True).click()
         expect(page.get_by_text("Signed: hold")).to_be_visible(timeout=30_000)
         # a release after a hold asks for a confirmation and a second QA signer
@@ -220,10 +229,10 @@ def _decided(root: Path, states: pd.DataFrame) -> set[str]:
 def test_engineer_trends_a_tag_with_its_unit(plant):
     from playwright.sync_api import expect
 
-    url, _ = plant
+    url, root = plant
     with browser_page() as page:
         page.goto(url, timeout=60_000)
-        sign_in(page, "engineer", "engineer-demo")
+        sign_in(page, "engineer", password(root, "engineer"))
         goto(page, url, "Trends")
         expect(page.get_by_text("Tags").first).to_be_visible(timeout=60_000)
         page.get_by_role("textbox", name="Search tag name or description").fill("TIC-201")
@@ -242,10 +251,10 @@ def test_engineer_trends_a_tag_with_its_unit(plant):
 def test_planner_sees_dated_lot_delays_of_an_outage(plant):
     from playwright.sync_api import expect
 
-    url, _ = plant
+    url, root = plant
     with browser_page() as page:
         page.goto(url, timeout=60_000)
-        sign_in(page, "engineer", "engineer-demo")
+        sign_in(page, "engineer", password(root, "engineer"))
         goto(page, url, "Downtime scenarios")
         expect(page.get_by_text("Outage", exact=True)).to_be_visible(timeout=60_000)
         page.locator("[data-testid='stSelectbox']").filter(has_text="Unit down").click()
@@ -268,7 +277,7 @@ def test_maintenance_models_and_batch_record_read_as_words(plant):
     url, root = plant
     with browser_page() as page:
         page.goto(url, timeout=60_000)
-        sign_in(page, "maint", "maint-demo")
+        sign_in(page, "maint", password(root, "maint"))
         goto(page, url, "Asset health")
         expect(page.get_by_role("button", name="Find the window")).to_be_visible(timeout=90_000)
         page.screenshot(path=str(SHOTS / "assets.png"), full_page=True)

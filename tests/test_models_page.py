@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from conftest import PASSWORDS, write_users
 from streamlit.testing.v1 import AppTest
 
-from connectors.security import ensure_demo_users
 from quality.registry import Registry
 
 PAGE = Path(__file__).resolve().parents[1] / "dashboard" / "views" / "models.py"
@@ -15,7 +15,7 @@ PAGE = Path(__file__).resolve().parents[1] / "dashboard" / "views" / "models.py"
 
 def test_models_page_lists_versions_shows_the_card_and_approves(tmp_path, monkeypatch, trained):
     monkeypatch.setenv("BIOTWIN_DATA_DIR", str(tmp_path))
-    ensure_demo_users(tmp_path / "users.toml")
+    write_users(tmp_path / "users.toml")
     model, meta, _ = trained
     version = Registry(tmp_path / "models").register(model, meta)
 
@@ -34,7 +34,7 @@ def test_models_page_lists_versions_shows_the_card_and_approves(tmp_path, monkey
     at.button[0].click().run()
     assert any("approval refused" in e.value for e in at.error)
     at.text_area[0].input("held-out AUC reviewed")
-    at.text_input[0].input("qa-demo")
+    at.text_input[0].input(PASSWORDS["qa"])
     at.button[0].click().run()
     assert any(f"{version} approved by Quinn Avery (qa)" in s.value for s in at.success)
     assert Registry(tmp_path / "models").approved("deviation") == version
@@ -112,7 +112,7 @@ def demo_approved_store(tmp_path, monkeypatch) -> str:
     from connectors.security import DEMO_SIGNER, demo_signer
 
     monkeypatch.setenv("BIOTWIN_DATA_DIR", str(tmp_path))
-    ensure_demo_users(tmp_path / "users.toml")
+    write_users(tmp_path / "users.toml")
     registry = Registry(tmp_path / "models")
     version = registry.register({"a": "stand-in model"}, small_meta())
     registry.approve(
@@ -160,7 +160,7 @@ def test_a_demo_approval_shows_as_such_with_numeric_gains_and_a_calibration_comm
 
 def test_approving_keeps_the_reason_on_a_wrong_password_and_names_the_signer(tmp_path, monkeypatch):
     monkeypatch.setenv("BIOTWIN_DATA_DIR", str(tmp_path))
-    ensure_demo_users(tmp_path / "users.toml")
+    write_users(tmp_path / "users.toml")
     version = Registry(tmp_path / "models").register({"a": "stand-in"}, small_meta())
     at = AppTest.from_file(str(PAGE), default_timeout=60)
     at.session_state["user"] = "qa"
@@ -171,6 +171,6 @@ def test_approving_keeps_the_reason_on_a_wrong_password_and_names_the_signer(tmp
     at.button[0].click().run()
     assert any("approval refused" in e.value for e in at.error)
     assert at.text_area(key="approve_reason").value == "held-out AUC and reliability reviewed"
-    at.text_input(key="approve_password").input("qa-demo")
+    at.text_input(key="approve_password").input(PASSWORDS["qa"])
     at.button[0].click().run()
     assert any(f"{version} approved by Quinn Avery (qa) on" in s.value for s in at.success)

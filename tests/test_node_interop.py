@@ -42,7 +42,9 @@ def test_node_opcua_client_browses_and_subscribes_to_our_server(config, tmp_path
     url = f"opc.tcp://127.0.0.1:{free_port()}/biotwin/"
 
     async def main():
-        server = TwinServer(config, url, tmp_path, speed=600, horizon_days=2, security="none")
+        server = TwinServer(
+            config, url, tmp_path, speed=600, horizon_days=2, security="none", allow_anonymous=True
+        )
         await server.setup()
         serving = asyncio.create_task(server.run())
         await server.serving.wait()

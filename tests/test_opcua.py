@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from asyncua import Client, Server, ua
+from conftest import PASSWORDS, write_users
 
 from connectors.historian import (
     FLAG_BACKFILLED,
@@ -26,7 +27,7 @@ from connectors.historian import (
     Historian,
 )
 from connectors.ingest import Ingest, IngestError, read_tag_map
-from connectors.security import client_certificate, ensure_demo_users
+from connectors.security import client_certificate
 from connectors.server import NAMESPACE_URI, TwinServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ async def until(done, timeout_s: float = 60.0) -> None:
 
 @pytest.fixture
 def store(tmp_path) -> Path:
-    ensure_demo_users(tmp_path / "users.toml")
+    write_users(tmp_path / "users.toml")
     return tmp_path
 
 
@@ -72,7 +73,9 @@ def test_every_value_the_server_produced_is_stored_once(config, store):
     url = f"opc.tcp://127.0.0.1:{free_port()}/biotwin/"
 
     async def main():
-        server = TwinServer(config, url, store, speed=1800, horizon_days=2, security="none")
+        server = TwinServer(
+            config, url, store, speed=1800, horizon_days=2, security="none", allow_anonymous=True
+        )
         await server.setup()
         historian = Historian(store / "historian")
         # 30 samples a second while the server simulates its next horizon beside (the GIL
@@ -115,7 +118,9 @@ def test_server_restart_is_backfilled_without_gap_or_duplicates(config, store):
 
     async def main():
         historian = Historian(store / "historian")
-        first = TwinServer(config, url, store, speed=1800, horizon_days=2, security="none")
+        first = TwinServer(
+            config, url, store, speed=1800, horizon_days=2, security="none", allow_anonymous=True
+        )
         await first.setup()
         ingest = Ingest(
             url, historian, store / "spool", publishing_ms=200, queue_size=200, backoff_s=(0.5, 2.0)
@@ -128,7 +133,14 @@ def test_server_restart_is_backfilled_without_gap_or_duplicates(config, store):
         first.stop()  # the server goes away...
         await serving
         second = TwinServer(
-            config, url, store, speed=1800, horizon_days=2, security="none", start=first.start
+            config,
+            url,
+            store,
+            speed=1800,
+            horizon_days=2,
+            security="none",
+            start=first.start,
+            allow_anonymous=True,
         )
         await second.setup()  # ...and comes back, with its history on disk
         serving = asyncio.create_task(second.run(until_samples=60, first_sample=30))
@@ -177,7 +189,7 @@ def test_wrong_password_and_untrusted_certificate_are_refused(config, store):
             historian,
             store / "spool",
             user="qa",
-            password="qa-demo",
+            password=PASSWORDS["qa"],
             security="SignAndEncrypt",
             certificate=cert,
             private_key=key,
@@ -191,7 +203,7 @@ def test_wrong_password_and_untrusted_certificate_are_refused(config, store):
             historian,
             store / "spool",
             user="qa",
-            password="qa-demo",
+            password=PASSWORDS["qa"],
             security="SignAndEncrypt",
             certificate=cert,
             private_key=key,
@@ -318,6 +330,7 @@ def test_kill_9_of_the_ingest_leaves_the_historian_intact(config, store):
             "3600",
             "--security",
             "none",
+            "--allow-anonymous",
             "--days",
             "1",
             "--data-dir",
@@ -382,7 +395,9 @@ def test_a_plain_client_browses_engineering_units(config, store):
     url = f"opc.tcp://127.0.0.1:{free_port()}/biotwin/"
 
     async def main():
-        server = TwinServer(config, url, store, speed=600, horizon_days=2, security="none")
+        server = TwinServer(
+            config, url, store, speed=600, horizon_days=2, security="none", allow_anonymous=True
+        )
         await server.setup()
         serving = asyncio.create_task(server.run(until_samples=20))
         await server.publishing_done.wait()

@@ -348,10 +348,10 @@ def test_bad_run_tables_name_the_field_and_rule():
 
 
 def test_registry_versions_approval_and_refusals(tmp_path, trained, maint):
-    from connectors.security import ensure_demo_users
+    from conftest import PASSWORDS, write_users
 
     users = tmp_path / "users.toml"
-    ensure_demo_users(users)
+    write_users(users)
     reg = Registry(tmp_path / "models")
     model, meta, _ = trained
     version = reg.register(model, meta)
@@ -363,9 +363,9 @@ def test_registry_versions_approval_and_refusals(tmp_path, trained, maint):
         reg.approve(version, user="qa", password="nope", reason="ok", users_file=users)
     with pytest.raises(RegistryError, match="lacks the 'qa' role"):
         reg.approve(
-            version, user="engineer", password="engineer-demo", reason="ok", users_file=users
+            version, user="engineer", password=PASSWORDS["engineer"], reason="ok", users_file=users
         )
-    reg.approve(version, user="qa", password="qa-demo", reason="validated", users_file=users)
+    reg.approve(version, user="qa", password=PASSWORDS["qa"], reason="validated", users_file=users)
     loaded, loaded_meta = reg.load_approved("deviation")
     assert model_fingerprint(loaded) == meta["model_sha256"]
     assert loaded_meta["intended_use"] and loaded_meta["training_data"]["fingerprint"]
@@ -378,7 +378,7 @@ def test_registry_versions_approval_and_refusals(tmp_path, trained, maint):
     lines[0] = lines[0].replace("registered", "retired")
     reg.log.write_text("\n".join(lines) + "\n")
     ok, problem = reg.verify()
-    assert not ok and "event 1" in problem
+    assert not ok and "seq 1" in problem
 
 
 def test_drift_flags_a_shifted_feature_and_not_the_training_data(history, trained):

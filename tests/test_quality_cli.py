@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from conftest import PASSWORDS, write_users
 from typer.testing import CliRunner
 
 from biotwin.cli import app
 from connectors.historian import Historian
-from connectors.security import ensure_demo_users
 from connectors.twin_import import import_simulation
 from quality.registry import Registry
 
@@ -85,7 +85,7 @@ def test_deviation_fit_and_predict_on_user_files(tmp_path):
         model,
     )
     assert result.exit_code == 0, result.output
-    assert (model / "card.md").exists() and (model / "model.joblib").exists()
+    assert (model / "card.md").exists() and (model / "model.skops").exists()
     result = invoke(
         "deviation",
         "predict",
@@ -194,7 +194,7 @@ def test_score_from_the_historian_with_approved_models(tmp_path, trained, maint)
     simulate_to(plant, tmp_path / "live", days=25, seed=5)
     store = tmp_path / "store"
     import_simulation(tmp_path / "live", Historian(store / "historian"))
-    ensure_demo_users(store / "users.toml")
+    write_users(store / "users.toml")
     reg = Registry(store / "models")
     for model, meta, _ in (trained, maint):
         version = reg.register(model, meta)
@@ -208,7 +208,7 @@ def test_score_from_the_historian_with_approved_models(tmp_path, trained, maint)
             "test",
             "--data-dir",
             store,
-            env={"BIOTWIN_PASSWORD": "qa-demo"},
+            env={"BIOTWIN_PASSWORD": PASSWORDS["qa"]},
         )
         assert result.exit_code == 0, result.output
     result = invoke("score", "--data-dir", store)
@@ -283,13 +283,13 @@ def test_evaluate_writes_a_report_on_independent_history(tmp_path, twin_dir, tra
 
 
 def test_score_a_twin_history_with_drift(tmp_path, twin_dir, trained, maint):
-    ensure_demo_users(tmp_path / "users.toml")
+    write_users(tmp_path / "users.toml")
     reg = Registry(tmp_path / "models")
     for model, meta, _ in (trained, maint):
         reg.approve(
             reg.register(model, meta),
             user="qa",
-            password="qa-demo",
+            password=PASSWORDS["qa"],
             reason="test",
             users_file=tmp_path / "users.toml",
         )

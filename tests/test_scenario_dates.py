@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import sign_in_as, write_users
 from streamlit.testing.v1 import AppTest
 
 from connectors.historian import Historian
-from connectors.security import ensure_demo_users
 from connectors.twin_import import import_simulation
 from dashboard.plant import live_state
 from dashboard.whatif import (
     PLANNER_KPIS,
+    Author,
     Horizon,
     good_rate,
     lever_runs,
@@ -43,7 +44,7 @@ UTC = pd.Timestamp(0, tz="UTC").tz
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("store")
     import_simulation(ROOT / "sample_data" / "twin", Historian(root / "historian"))
-    ensure_demo_users(root / "users.toml")
+    write_users(root / "users.toml")
     (root / "simulation").mkdir()
     shutil.copy(ROOT / "sample_data" / "twin" / "batches.parquet", root / "simulation")
     return root
@@ -67,8 +68,17 @@ def study(config, state):
     """BR-202 down 10 days from tomorrow and +20 % demand, each alone and together."""
     events = [AssetOutage(target="BR-202", start_h=24, end_h=264), DemandChange(factor=1.2)]
     levers = lever_runs(events)
+    author = Author("engineer", "Erin Patel", ("engineer",))
     return run_study(
-        config, state, events, levers=levers, horizon_h=480, replications=12, seed=4, workers=2
+        config,
+        state,
+        events,
+        author=author,
+        levers=levers,
+        horizon_h=480,
+        replications=12,
+        seed=4,
+        workers=2,
     )
 
 
@@ -120,7 +130,9 @@ def test_a_good_outage_becomes_hours_from_now_in_the_plants_time_zone():
 
 
 def test_the_page_refuses_96h_to_24h_beside_the_field_and_saves_nothing(env):
-    at = AppTest.from_file(str(PAGE), default_timeout=120).run()
+    at = AppTest.from_file(str(PAGE), default_timeout=120)
+    sign_in_as(at, "engineer")
+    at.run()
     assert not at.exception
     start = pd.Timestamp.combine(
         at.date_input(key="sc_outage_date").value, at.time_input(key="sc_outage_time").value
@@ -217,7 +229,9 @@ def test_kpi_colours_follow_each_kpis_good_direction():
 
 # ---------------------------------------------------------------------- the page
 def test_the_page_shows_levers_side_by_side_dated_lots_and_a_dated_gantt(env):
-    at = AppTest.from_file(str(PAGE), default_timeout=180).run()
+    at = AppTest.from_file(str(PAGE), default_timeout=180)
+    sign_in_as(at, "engineer")
+    at.run()
     assert not at.exception
     at.text_input(key="sc_name").input("outage and demand")
     at.number_input(key="sc_reps").set_value(10)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_users
 from streamlit.testing.v1 import AppTest
 
 from connectors.historian import Historian
-from connectors.security import ensure_demo_users
 from connectors.twin_import import import_simulation
 from dashboard.trends import (
     MAX_TAGS,
@@ -177,7 +177,7 @@ def test_freshness_says_live_then_stale(small, brussels):
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("store")
     import_simulation(ROOT / "sample_data" / "twin", Historian(root / "historian"))
-    ensure_demo_users(root / "users.toml")
+    write_users(root / "users.toml")
     (root / "simulation").mkdir()
     shutil.copy(ROOT / "sample_data" / "twin" / "batches.parquet", root / "simulation")
     return root

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from asyncua import Client, ua
+from conftest import write_users
 
 from connectors.historian import Historian, HistorianError
-from connectors.security import ensure_demo_users
 from connectors.server import NAMESPACE_URI, TwinServer
 from connectors.warm import (
     close_open_context,
@@ -37,7 +37,7 @@ def free_port() -> int:
 def warm(tmp_path_factory, config):
     """A store with three days of warm history ending at NOW."""
     root = tmp_path_factory.mktemp("warm")
-    ensure_demo_users(root / "users.toml")
+    write_users(root / "users.toml")
     epoch, created = ensure_epoch(root, config, warm_days=3, seed=5, now=NOW)
     historian = Historian(root / "historian")
     warm_history(historian, config, epoch, until=NOW)
@@ -132,7 +132,14 @@ def test_the_served_plant_is_busy_from_its_first_sample(warm, config):
 
     async def main():
         server = TwinServer(
-            plant, url, root, seed=epoch.seed, start=epoch.start_time, speed=600, security="none"
+            plant,
+            url,
+            root,
+            seed=epoch.seed,
+            start=epoch.start_time,
+            speed=600,
+            security="none",
+            allow_anonymous=True,
         )
         await server.setup()
         job = asyncio.create_task(server.run(first_sample=first, until_samples=first + 5))

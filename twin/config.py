@@ -3,9 +3,15 @@
 A plant is described by one TOML file (the shipped default is ``twin/plant.toml``). Every
 figure of the model lives there with its unit in the field name; nothing physical is
 hard-coded. :func:`load_config` reads and validates a file and raises :class:`ConfigError`
-whose message names the field, the rule and the offending value, e.g.::
+whose message names the field, the rule and the offending value, for instance::
 
     units[2].volume_l: Input should be less than or equal to 4000; got 5000
+
+Before any field's own rule, every number of the file passes the rules of
+:func:`check_numbers` (one place): finite, at most 1e9 in magnitude, durations (``*_h``)
+0-1e5 hours and volumes (``*_l``) 0-1e6 litres; the start is a real date-time within the
+years 1970-2100. What passes ``check-config`` therefore never crashes ``simulate`` on an
+infinite, absurd or out-of-range number (docs/data-contracts.md, "Plant files").
 
 Structure (ISA-95 for equipment, ISA-88 for the recipe):
 
@@ -23,11 +29,19 @@ Structure (ISA-95 for equipment, ISA-88 for the recipe):
 from __future__ import annotations
 
 import tomllib
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from twin.distributions import Distribution, Fixed
 from twin.errors import ConfigError
@@ -48,10 +62,22 @@ __all__ = [
     "UnitClassSpec",
     "UnitProcedureSpec",
     "UnitSpec",
+    "check_numbers",
     "load_config",
 ]
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("plant.toml")
+
+#: Rules every number of a plant file follows (see :func:`check_numbers`): beyond these, the
+#: simulation overflows pandas' time range (years 1677-2262), divides inf by inf or never ends.
+MAX_MAGNITUDE = 1e9
+MAX_DURATION_H = 1e5  # about 11 years
+MAX_VOLUME_L = 1e6
+#: the twin clock's origin; with the longest ``simulate --days`` (36,500) and the longest
+#: duration every time stays within pandas' range
+FIRST_START_YEAR, LAST_START_YEAR = 1970, 2100
+#: parameters of a distribution that carry its field's unit (shape and sigma do not)
+_SCALE_PARAMETERS = {"low", "mode", "high", "value", "mean", "sd", "median", "scale", "minimum"}
 
 #: The deviation classes of DOMAIN.md; each has a mechanism in :mod:`twin.deviations`.
 DEVIATION_CLASSES = (
@@ -100,6 +126,19 @@ class PlantInfo(_Model):
     line: str = "Line 1"
     start: str = Field("2026-01-01T00:00:00Z", pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
     sample_interval_min: int = Field(1, ge=1, le=60)
+
+    @field_validator("start")
+    @classmethod
+    def _start_in_range(cls, value: str) -> str:
+        try:
+            when = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            raise ValueError(f"must be a real UTC date and time; got {value!r}") from None
+        if not FIRST_START_YEAR <= when.year <= LAST_START_YEAR:
+            raise ValueError(
+                f"must be within the years {FIRST_START_YEAR}-{LAST_START_YEAR}; got {value!r}"
+            )
+        return value
 
 
 class ShiftSpec(_Model):
@@ -534,7 +573,67 @@ def _format_location(loc: tuple) -> str:
     return out
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def _number_rule(loc: tuple, parent: dict | None) -> tuple[str, float, float]:
+    """The rule of the number at ``loc``: (words, lowest, highest).
+
+    A field's unit is its name's suffix (``*_h`` hours, ``*_l`` litres; ``*_per_*`` is a
+    rate, not a duration or a volume); a distribution's scale parameters (``low``, ``mode``,
+    ``high``, ``mean``...) carry the unit of the field that holds the distribution.
+    """
+    name = loc[-1]
+    if parent is not None and "dist" in parent and name in _SCALE_PARAMETERS and len(loc) > 1:
+        name = loc[-2]
+    name = str(name)
+    if "_per_" not in name and name.endswith("_h"):
+        words = f"a finite number of hours, 0 to {_e(MAX_DURATION_H)} (about 11 years)"
+        return words, 0.0, MAX_DURATION_H
+    if "_per_" not in name and name.endswith("_l"):
+        return f"a finite number of litres, 0 to {_e(MAX_VOLUME_L)}", 0.0, MAX_VOLUME_L
+    return (
+        f"finite and within -{_e(MAX_MAGNITUDE)} to {_e(MAX_MAGNITUDE)}",
+        -MAX_MAGNITUDE,
+        MAX_MAGNITUDE,
+    )
+
+
+def _e(x: float) -> str:
+    """A round power of ten as people write it: ``1e9``."""
+    return f"{x:.0e}".replace("e+0", "e").replace("e+", "e")
+
+
+def check_numbers(data, loc: tuple = (), parent: dict | None = None) -> list[str]:
+    """Every number of a plant file (as read from TOML) against the rules of its kind.
+
+    The rules, which come before any field's own rule: every number is finite and at most
+    1e9 in magnitude; a duration (a field ending in ``_h``, or a distribution held by one)
+    is 0 to 1e5 hours; a volume (``_l``) 0 to 1e6 litres. Each is a number ``simulate``
+    crashed on, or ran forever with, while the field rules let it through.
+
+    Returns
+    -------
+    list of str
+        One line per broken rule, naming the field, the rule and the value, e.g.
+        ``recipe.steps[2].duration_h.high must be a finite number of hours, 0 to 1e5
+        (about 11 years); got inf``.
+    """
+    if isinstance(data, dict):
+        return [e for k, v in data.items() for e in check_numbers(v, (*loc, k), data)]
+    if isinstance(data, list):
+        return [e for i, v in enumerate(data) for e in check_numbers(v, (*loc, i), None)]
+    if isinstance(data, bool) or not isinstance(data, int | float):
+        return []
+    words, low, high = _number_rule(loc, parent)
+    if low <= data <= high:  # False for NaN and inf too
+        return []
+    if isinstance(data, int):
+        digits = len(str(abs(data)))
+        shown = str(data) if digits <= 18 else f"an integer of {digits} digits"
+    else:
+        shown = repr(data)
+    return [f"{_format_location(loc)} must be {words}; got {shown}"]
+
+
+def _format_validation_error(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors(include_url=False):
         where = _format_location(err["loc"]) or "(top level)"
@@ -545,8 +644,15 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             lines.append(f"{where}: {msg}")
         else:
             lines.append(f"{where}: {msg}; got {err.get('input')!r}")
-    head = f"invalid plant configuration {source}:"
-    return head + "\n  " + "\n  ".join(lines)
+    return lines
+
+
+def _config_error(lines: list[str], source: str) -> ConfigError:
+    """One line for one broken rule; a head line and one line per rule for several."""
+    if len(lines) == 1:
+        return ConfigError(f"invalid plant configuration {source}: {lines[0]}")
+    head = f"invalid plant configuration {source} ({len(lines)} problems):"
+    return ConfigError(head + "\n  " + "\n  ".join(lines))
 
 
 def parse_config(data: dict, source: str = "<dict>") -> PlantConfig:
@@ -555,12 +661,16 @@ def parse_config(data: dict, source: str = "<dict>") -> PlantConfig:
     Raises
     ------
     ConfigError
-        If any field breaks a rule; the message lists every bad field with its value.
+        If a number breaks a rule of :func:`check_numbers` or any field breaks its own
+        rule; one line per bad field, naming the field, the rule and the value.
     """
+    lines = check_numbers(data)
+    if lines:
+        raise _config_error(lines, source)
     try:
         return PlantConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise _config_error(_format_validation_error(exc), source) from None
 
 
 def load_config(path: str | Path | None = None) -> PlantConfig:
@@ -576,6 +686,11 @@ def load_config(path: str | Path | None = None) -> PlantConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read plant configuration {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"plant configuration {path} must be UTF-8 text; got byte "
+            f"0x{exc.object[exc.start]:02x} at offset {exc.start}"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

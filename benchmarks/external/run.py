@@ -81,6 +81,7 @@ def selection(model_dir: Path) -> dict | None:
     if not isinstance(sel, dict):
         return None
     chosen = sel.get("chosen")
+    early = (sel.get("early") or {}).get("chosen")  # before 50 % progress, if another one
     cand = next((c for c in sel.get("candidates", []) if c.get("name") == chosen), {})
     return {
         "metric": sel.get("metric"),
@@ -88,6 +89,7 @@ def selection(model_dir: Path) -> dict | None:
         "cv_mean": cand.get("cv_mean"),
         "cv_sd": cand.get("cv_sd"),
         "warnings": sel.get("warnings", []),
+        "early": None if early == chosen else early,
     }
 
 
@@ -348,6 +350,7 @@ def _product_notes(product: dict) -> list[str]:
         notes.append(
             f"product selection: chosen {sel['chosen']} ({sel['metric']}: cv mean "
             f"{_f(sel['cv_mean'])}, sd {_f(sel['cv_sd'])})"
+            + (f"; before 50 % progress: {sel['early']}" if sel.get("early") else "")
             + (f"; warnings: {'; '.join(sel['warnings'])}" if sel["warnings"] else "")
         )
     elif product["fit"]["ok"]:

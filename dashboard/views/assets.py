@@ -10,8 +10,9 @@ import streamlit as st
 from dashboard.localtime import local, local_text, plant_tz
 from dashboard.maintenance import best_pm_window, reason_in_words
 from dashboard.plant import data_dir, live_state, plant_now
-from dashboard.session import config, historian
+from dashboard.session import config, historian, roles
 from dashboard.trends import eng_unit_label
+from dashboard.whatif import RUN_ROLES, may_run
 
 
 def _hours(value) -> str:
@@ -106,8 +107,14 @@ with st.form("pm-window"):
     days = c1.number_input("Look ahead (days)", 1, 60, 7)
     step = c2.number_input("Candidate every (h)", 6, 168, 24)
     reps = c3.number_input("Replications per candidate", 10, 500, 30)
-    go = st.form_submit_button("Find the window")
-if go:
+    can_run = bool(st.session_state.get("user")) and may_run(roles())
+    go = st.form_submit_button("Find the window", disabled=not can_run)
+if not can_run:
+    st.caption(
+        f"Searching a PM window runs the twin: it needs a signed-in user with the role "
+        f"{', '.join(RUN_ROLES)}."
+    )
+if go and can_run:
     state, _notes = live_state(h, plant)
     bar = st.progress(0.0)
     table = best_pm_window(

@@ -6,8 +6,11 @@ lever's effect alone and together, and the expected good lots. The starting poin
 plant state read from the historian) is pinned for the session, so that every scenario of
 a study starts from the same state and shares one baseline; the baseline of the current
 sweep settings is computed ahead while the user fills in the form (dashboard/whatif.py).
-Runs are saved under DATA_DIR/scenarios/ with their results (dashboard/saved.py), can be
-shown again and compared side by side.
+Runs are saved under DATA_DIR/scenarios/ with their results and their author
+(dashboard/saved.py), under a new name checked before the run, can be shown again and
+compared side by side. Only a signed-in user with one of the roles of
+``whatif.RUN_ROLES`` runs and saves (and only for them is a baseline computed ahead);
+viewers read the saved scenarios.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import streamlit as st
 
 from dashboard import saved as saved_mod
 from dashboard.plant import data_dir, live_state
-from dashboard.session import config, historian
+from dashboard.session import config, historian, roles
 from dashboard.whatif import (
     DASH,
     PLANNER_KPIS,
     RISK_THRESHOLD,
+    RUN_ROLES,
+    Author,
     BaselineCache,
     Horizon,
     batch_outcomes,
@@ -35,6 +40,7 @@ from dashboard.whatif import (
     lever_runs,
     lot_kpis,
     lot_schedule,
+    may_run,
     plant_now,
     plant_tz,
     predicted_failure_events,
@@ -78,6 +84,14 @@ plant = config()
 store = data_dir()
 saved_dir = store / "scenarios"
 ss = st.session_state
+author = Author(ss.get("user") or "", ss.get("full_name") or ss.get("user") or "", tuple(roles()))
+can_run = bool(author.user) and may_run(author.roles)
+CANNOT_RUN = (
+    f"Running and saving scenarios needs a signed-in user with the role "
+    f"{', '.join(RUN_ROLES)}; "
+    + (f"{author.user} has {', '.join(author.roles) or 'none'}" if author.user else "nobody is")
+    + ". Saved scenarios can be shown and compared below."
+)
 tz, tz_problem = plant_tz()
 TZ = tz_name(tz)
 if tz_problem:
@@ -91,6 +105,8 @@ state0, notes0, taken = ss["sc_start"]
 batch_scores, batch_msg = read_scores(store, "batch")
 asset_scores, asset_msg = read_scores(store, "asset")
 outcomes = batch_outcomes(store)
+if outcomes.attrs.get("integrity"):  # the audit trail does not verify: edited data unused
+    st.error(outcomes.attrs["integrity"])
 state = with_batch_risk(state0, batch_scores)
 state_json = state.model_dump_json()
 n_scored = sum(b.risk is not None for b in state.batches)
@@ -177,7 +193,7 @@ def sweep_key(horizon_days, reps, seed) -> tuple:
 
 
 # compute the baseline of the current settings ahead (the user is still typing)
-if os.environ.get("BIOTWIN_PREFETCH_BASELINE", "1") != "0":
+if can_run and os.environ.get("BIOTWIN_PREFETCH_BASELINE", "1") != "0":
     h, r, s = ss["sc_horizon"], ss["sc_reps"], ss["sc_seed"]
     baselines().prefetch(
         sweep_key(h, r, s),
@@ -253,12 +269,32 @@ with st.form("scenario"):
     s3.number_input("for (h, 0 = nobody off)", step=1.0, format="%.1f", key="sc_shift_hours")
     problem(s1, "sc_shift_date")
     problem(s3, "sc_shift_hours")
-    submitted = st.form_submit_button("Run baseline and scenario", key="sc_run")
-
-if submitted and problems:
-    st.error(
-        f"Not run and not saved: {len(problems)} input(s) to fix. " + " ".join(problems.values())
+    submitted = st.form_submit_button(
+        "Run baseline and scenario", key="sc_run", disabled=not can_run
     )
+if not can_run:
+    st.caption(CANNOT_RUN)
+
+name, refusal = "", None
+if submitted:  # every check before the run: who, the inputs, the name
+    if not can_run:
+        refusal = f"Not run and not saved: {CANNOT_RUN}"
+    elif problems:
+        refusal = f"Not run and not saved: {len(problems)} input(s) to fix. " + " ".join(
+            problems.values()
+        )
+    else:
+        given = ss["sc_name"].strip()
+        try:
+            name = (
+                saved_mod.check_new_name(saved_dir, given)
+                if given
+                else saved_mod.unique_name(saved_dir, _name_of(ss))
+            )
+        except ValueError as exc:
+            refusal = f"Not run and not saved: {exc}"
+if refusal:
+    st.error(refusal)
 elif submitted:
     t_click = time.perf_counter()
     events = list(events_in)
@@ -278,7 +314,6 @@ elif submitted:
             predicted_assets = [e.asset for e in predicted]
             options["predicted_assets"] = predicted_assets
             options["notes"] = risk_notes
-    name = ss["sc_name"].strip() or _name_of(ss)
     horizon_days, reps, seed = ss["sc_horizon"], int(ss["sc_reps"]), int(ss["sc_seed"])
     scenario = Scenario(name=name, horizon_h=horizon_days * 24, events=events)
     levers = lever_runs(events, horizon, predicted_assets)
@@ -299,6 +334,7 @@ elif submitted:
         plant,
         state,
         scenario.events,
+        author=author,
         levers=levers,
         horizon_h=scenario.horizon_h,
         replications=reps,
@@ -327,6 +363,7 @@ elif submitted:
     path = saved_mod.save_scenario(
         saved_dir,
         scenario,
+        author=author,
         baseline=base,
         result=what,
         replications=reps,
@@ -342,7 +379,7 @@ elif submitted:
         "levers": parts,
         "options": options,
         "start": {"state": state.model_dump(mode="json")},
-        "source": f"run now, saved as {path.name}",
+        "source": f"run now by {saved_mod.author_text(author.to_dict())}, saved as {path.name}",
         "clicked": t_click,
     }
 
@@ -361,7 +398,13 @@ def load_into_view() -> None:
     """Callback of "Show it": the saved run in view, its settings in the form."""
     file = ss["sc_load_file"]
     data = saved_mod.load_saved(saved_dir, file)
-    ss["sc_view"] = {**data, "source": f"saved {show_saved_at(data.get('saved_at'))} in {file}"}
+    by = saved_mod.author_text(data.get("author"))
+    ss["sc_view"] = {
+        **data,
+        "source": f"saved {show_saved_at(data.get('saved_at'))}"
+        + (f" by {by}" if by else "")
+        + f" in {file}",
+    }
     sc, opts = data["scenario"], data.get("options", {})
     then = Horizon(saved_now(data), sc.horizon_h, tz)
 
@@ -591,6 +634,7 @@ if len(listing):
             "Name": listing["name"],
             "File": listing["file"],
             f"Saved at ({TZ})": listing["saved_at"].map(show_saved_at),
+            "Saved by": listing["author"].map(lambda a: a or DASH),
             "Horizon (days)": listing["horizon_d"].map(lambda d: f"{d:.0f}"),
             "Events": listing["events"],
             "Replications": listing["replications"].map(

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from connectors.historian import Historian, HistorianError
-from dashboard.audit import AuditTrail
+from dashboard.audit import AuditTrail, integrity_banner
 from dashboard.disposition import disposition_form
 from dashboard.envelope import KEY_SIGNALS, golden_envelope, trajectory
 from dashboard.localtime import local_text
@@ -86,6 +86,8 @@ trail = AuditTrail(store / "audit", store / "users.toml")
 h = historian()
 ctx = h.batch_context()
 decided = trail.decisions()
+if (integrity := integrity_banner(decided.verification)) is not None:
+    st.error(integrity)
 review = review_queue(store, h, config(), decided, ctx=ctx)
 batches = review.queue
 now_text = local_text(review.clock)
@@ -237,12 +239,16 @@ st.subheader("Disposition")
 disposition_form(trail, batches, user=st.session_state.get("user"), roles=roles())
 
 st.subheader("Audit trail")
-check = trail.verify()
+check = decided.verification
 if check.ok:
-    st.success(f"Chain verified: {check.records} records intact")
+    st.success(f"Chain verified: {check.records} records intact (signed, anchored)")
 else:
-    st.error(f"Audit trail tampered: {check.problem}")
+    st.error(f"Audit trail: {check.summary()}")
 records = pd.DataFrame(trail.records())
 if len(records):
-    st.dataframe(records.drop(columns=["prev_hash"]), hide_index=True, width="stretch")
+    st.dataframe(
+        records.drop(columns=["prev_hash", "mac"], errors="ignore"),
+        hide_index=True,
+        width="stretch",
+    )
     st.download_button("Export CSV", records.to_csv(index=False), "audit-trail.csv", "text/csv")
