@@ -739,6 +739,8 @@ def served_frames(root: Path, seam: pd.Timestamp, end: pd.Timestamp) -> dict:
     return {
         "n0": n0,
         "n1": n1,
+        "epoch_us": epoch_us,
+        "step_us": step_us,
         "when": lambda n: pd.Timestamp(epoch_us + n * step_us, unit="us", tz="UTC"),
         "truth": long,
         "produced": produced,
@@ -763,7 +765,7 @@ def check_values(root: Path, run: Run) -> dict:
     keys = run.corruption.get("_keys")
     if keys is not None:
         times = pd.to_datetime(keys["time"], utc=True).dt.as_unit("us").astype("int64")
-        n = (times - f["when"](0).value // 1000) // 60_000_000
+        n = (times - f["epoch_us"]) // f["step_us"]
         lost_keys = set(zip(keys["tag"], n, strict=True))
     unpublished = set(zip(server_missing["tag"], server_missing["n"], strict=True))
     last_stored = int(reader.loc[reader["n"] >= 0, "n"].max())
@@ -897,18 +899,33 @@ def log_findings(root: Path) -> dict:
         bad = [
             line
             for line in lines
-            if " WARNING " in line or " ERROR " in line or line.startswith(("Traceback", "Error"))
+            if " WARNING " in line
+            or " ERROR " in line
+            or " failed" in line  # e.g. "12:00:00 scoring failed: ..." (not a log record)
+            or line.startswith(("Traceback", "Error"))
         ]
         common = Counter(_NOISE.sub("#", line.split(" - ")[-1])[:160] for line in bad)
         out[path.stem] = {
             "lines": len(lines),
             "warnings": sum(" WARNING " in line for line in bad),
             "errors": sum(" ERROR " in line for line in bad),
+            "failed_lines": sum(" failed" in line for line in bad),
             "tracebacks": sum(line.startswith("Traceback") for line in lines),
             "supervisor_restarts": sum("supervisor:" in line for line in lines),
             "most_frequent": common.most_common(4),
         }
     return out
+
+
+def scores(root: Path) -> dict:
+    """The scoring service's output: the newest plant time it scored (it scores every 60 s;
+    the triage reads this file)."""
+    path = root / "scores" / "batch_scores.parquet"
+    try:
+        frame = pd.read_parquet(path, columns=["plant_time"])
+    except (OSError, ValueError, KeyError) as exc:
+        return {"error": f"cannot read {path}: {type(exc).__name__} {exc}"[:300]}
+    return {"batches": len(frame), "plant_time": str(frame["plant_time"].max())}
 
 
 # ---------------------------------------------------------------------- verdict
@@ -938,7 +955,12 @@ def criteria(mon: Monitor, run: Run, res: dict) -> list[tuple[str, bool, str]]:
     unjudged = sorted(set(SERVICES) - {m["service"] for m in judged})
     twin_h = (run.twin_end - run.seam) / pd.Timedelta(hours=1) if run.twin_end is not None else 0.0
     before = res.get("rows_before_seam", {})
+    scored = res.get("scores", {})
+    half = run.seam + pd.Timedelta(hours=run.hours / 2)
     return [
+        ("scoring service scored during the second half of the run",
+         "plant_time" in scored and pd.Timestamp(scored["plant_time"]) >= half,
+         f"newest plant time scored {scored.get('plant_time', scored.get('error'))}"),
         ("faults injected (>= 2 ingest SIGKILL, >= 2 server SIGTERM, 1 corruption), "
          "each service back",
          kinds["kill-ingest"] >= 2 and kinds["restart-server"] >= 2 and kinds["corrupt"] == 1
@@ -1036,6 +1058,7 @@ def after_stop(root: Path, mon: Monitor, run: Run, res: dict) -> None:
     """The checks that read the stopped data dir (each failure recorded, not raised)."""
     steps = (
         ("history_verify", lambda: history_verify(root, run.corruption.get("file"))),
+        ("scores", lambda: scores(root)),
         ("alarms", lambda: alarms(root, run)),
         ("values", lambda: check_values(root, run)),
         ("quarantine_cost", lambda: quarantine_cost(root, run.corruption)),

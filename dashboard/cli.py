@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,8 @@ def dashboard(
 
 #: first words of a log line that reports a failure (an uncaught exception's last line)
 ERROR_PREFIXES = ("Traceback", "Error:", "error:")
+#: a failed cycle of a loop that keeps running (``HH:MM:SS scoring failed: ...``)
+FAILED_CYCLE = re.compile(r"^\d\d:\d\d:\d\d [\w ]+ failed: ")
 
 
 class _Service:
@@ -99,7 +102,10 @@ class _Service:
         return [
             line.strip()
             for line in lines
-            if " ERROR " in line or " CRITICAL " in line or line.startswith(ERROR_PREFIXES)
+            if " ERROR " in line
+            or " CRITICAL " in line
+            or line.startswith(ERROR_PREFIXES)
+            or FAILED_CYCLE.match(line)
         ]
 
     def check(self, stopping: threading.Event | None = None) -> None:
@@ -219,6 +225,13 @@ def _trained_versions(registry) -> dict[str, str]:
     return {str(f): str(rows["version"].iloc[-1]) for f, rows in table.groupby("family")}
 
 
+def _loadable(registry, version: str | None) -> bool:
+    """A version whose model file this biotwin reads (not one of the old pickle format)."""
+    from quality.artefact import MODEL_FILE
+
+    return version is not None and (registry.root / version / MODEL_FILE).exists()
+
+
 def _ensure_models(root: Path, *, demo: bool) -> None:
     """First start: simulate training history and train both families (unless versions are
     registered already); in demo mode only, approve the versions that have no approval.
@@ -235,9 +248,9 @@ def _ensure_models(root: Path, *, demo: bool) -> None:
 
     registry = Registry(root / "models")
     families = ("deviation", "maintenance")
-    if all(registry.approved(f) for f in families):
+    if all(_loadable(registry, registry.approved(f)) for f in families):
         return
-    trained = _trained_versions(registry)
+    trained = {f: v for f, v in _trained_versions(registry).items() if _loadable(registry, v)}
     if set(families) <= set(trained):  # trained at an earlier start, or beforehand
         done = {f: (trained[f], registry.meta(trained[f]).get("metrics", {})) for f in families}
     else:
@@ -248,9 +261,12 @@ def _ensure_models(root: Path, *, demo: bool) -> None:
     password = None
     for family, (version, metrics) in done.items():
         how = "already approved"
-        if registry.approved(family) is None and not demo:
+        current = registry.approved(family)
+        if _loadable(registry, current):
+            version, metrics = current, registry.meta(current).get("metrics", {})
+        elif not demo:
             how = f"awaiting QA approval (`biotwin models approve {version}`); not scored before"
-        elif registry.approved(family) is None:
+        else:
             how = "approved automatically for the demo (not a QA decision)"
             password = password or demo_signer(root / "users.toml")
             registry.approve(
