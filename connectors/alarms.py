@@ -5,7 +5,9 @@ ingest, a query in the dashboard, ``biotwin history verify``) can raise an alarm
 dashboard, another process, shows:
 
 - ``quarantine/*.json``: a damaged or missing file moved aside (:mod:`connectors.manifest`);
-  an alarm while the note is there (an operator removes or restores the file and its note);
+  an alarm while the note is there (an operator removes or restores the file and its note),
+  high and ongoing until the ingest has read its values again (``recovered_at`` in the
+  note), then low and resolved, the note kept as the record;
 - ``alarms/*.json``: alarms recorded by :func:`record` (the ingest's "source clock went
   back"), one file per alarm, rewritten atomically while it is ongoing.
 
@@ -119,17 +121,23 @@ def _quarantine_rows(root: Path) -> list[dict]:
         where = note.get("quarantined_as") or "nowhere (missing)"
         rows_expected = note.get("rows_expected")
         lost = f"{rows_expected:,} rows" if isinstance(rows_expected, int) else "its rows"
+        recovered = note.get("recovered_at")  # its values read again (connectors/ingest.py)
+        if recovered:
+            lost = (
+                f"recovered: {note.get('values_recovered', 0):,} values read again from "
+                f"{note.get('endpoint')} at {recovered}"
+            )
         rows.append(
             {
                 "key": f"historian:quarantine:{note['note']}",
                 "time": note.get("detected_at"),
-                "severity": "high",
+                "severity": "low" if recovered else "high",
                 "message": (
                     f"Historian file {note.get('file')} is damaged ({note.get('problem')}): "
-                    f"moved to {where}; {lost} no longer in queries"
+                    f"moved to {where}; " + (lost if recovered else f"{lost} no longer in queries")
                 )[:400],
                 "source": f"historian/{note['note']}",
-                "ongoing": True,
+                "ongoing": not recovered,
             }
         )
     return rows

@@ -30,6 +30,13 @@ How nothing is lost:
   ``FLAG_CLOCK_BACK`` and quality uncertain (or refused, ``on_clock_back="refuse"``); one
   warning line names the server, the tag count and the jump, and an alarm is recorded
   (:mod:`connectors.alarms`). Never counted as duplicates in silence.
+- Quarantined segments recovered: on start and after each reconnection, before the
+  backfill (live values are held meanwhile), the values of each quarantined segment
+  whose manifest entry recorded its time span (:mod:`connectors.manifest`) are read
+  again by HistoryRead over that span; those the historian does not hold are stored,
+  flagged backfilled, and the quarantine note records it (``recovered_at``,
+  ``values_recovered``, ``endpoint``, ``recovered_tags``).
+  A server without history for the span leaves the note (and its alarm) as it was.
 - Bad data is kept: NaN, values outside EURange, non-Good StatusCodes and the queue
   Overflow bit are stored with flags (docs/store.md).
 """
@@ -63,6 +70,7 @@ from connectors.historian import (
     HistorianError,
     quality_from_status,
 )
+from connectors.manifest import mark_recovered
 
 __all__ = ["ON_CLOCK_BACK", "Ingest", "IngestError", "TagSpec", "read_tag_map"]
 
@@ -375,10 +383,13 @@ class Ingest:
             await self._check_clock(client)
             specs, context = await self._discover(client)
             held: list = []
-            self._held = held if backfill else None
+            self._held = held  # live values wait for the recovery and the backfill
             sub = await self._subscribe(client, specs, context)
             try:
-                if backfill:
+                # quarantined segments first: a tag whose newest rows were quarantined
+                # is then backfilled from the end of what came back, not from before it
+                await self._recover(client, specs)
+                if backfill or self.state.last:
                     await self._backfill(client, specs)
                 self._held = None
                 for batch in held:  # overlap the backfill: _older() tells duplicates apart
@@ -598,11 +609,7 @@ class Ingest:
             if spec is None:
                 continue
             received += 1
-            raw = dv.Value.Value if dv.Value is not None else None
-            try:
-                value = float(raw) if raw is not None else math.nan
-            except (TypeError, ValueError):
-                value = math.nan
+            value = _value_of(dv)
             f = flags_extra
             prev = last.get(spec.tag)
             if prev is None or ts > prev:
@@ -621,11 +628,7 @@ class Ingest:
                         continue
                     f |= FLAG_CLOCK_BACK
             code = dv.StatusCode.value if dv.StatusCode is not None else 0
-            if (code & 0x480) == 0x480:  # InfoType DataValue + Overflow bit
-                f |= FLAG_OVERFLOW
-            outside = spec.eu_low is not None and not (spec.eu_low <= value <= spec.eu_high)
-            if outside and not math.isnan(value):
-                f |= FLAG_OUT_OF_RANGE
+            f |= _sample_flags(spec, value, code)
             times.append(ts)
             tags.append(spec.tag)
             values.append(value)
@@ -640,18 +643,7 @@ class Ingest:
             self._context_change(unit, name, pd.Timestamp(ts).tz_convert("UTC"), value)
 
     def _pend(self, times, tags, values, status, flags) -> None:
-        frame = pd.DataFrame(
-            {
-                "time": pd.to_datetime(times, utc=True),
-                "tag": tags,
-                "value": np.asarray(values, dtype=float),
-                "status": np.asarray(status, dtype=np.uint32),
-                "flags": np.asarray(flags, dtype=np.uint8),
-            }
-        )
-        quality = quality_from_status(frame["status"].to_numpy())
-        back = (frame["flags"].to_numpy() & FLAG_CLOCK_BACK) != 0
-        frame["quality"] = np.where(back, np.maximum(quality, 1), quality).astype(np.uint8)
+        frame = _rows(times, tags, values, status, flags)
         self._pending.append(frame)
         self._pending_rows += len(frame)
 
@@ -777,6 +769,124 @@ class Ingest:
             "after reconnecting" if self.reconnects else "on start",
         )
 
+    # ------------------------------------------------------------------ recovery
+    async def _recover(self, client: Client, specs: list[TagSpec]) -> None:
+        """Read again from the server's history the values of quarantined segments.
+
+        For every quarantine note with a time span (``first_time``, ``last_time``) whose
+        ``recovered_tags`` lack some of ``specs``: HistoryRead those tags over the span,
+        store what the historian does not hold (flagged backfilled), then record it in the
+        note (:func:`connectors.manifest.mark_recovered`); each tag's last accepted time
+        moves to the newest value read if that is newer, so that the backfill that follows
+        goes on from there. A connection error propagates (the session is retried, and
+        so is the recovery); anything else is logged and leaves the note as it was.
+        """
+        try:
+            notes = await asyncio.to_thread(self.historian.quarantined)
+        except OSError:
+            logger.exception("ingest: quarantine notes unreadable; nothing recovered")
+            return
+        for note in notes:
+            if not (note.get("first_time") and note.get("last_time")):
+                continue
+            done = set(note.get("recovered_tags") or ())
+            todo = [spec for spec in specs if spec.tag not in done]
+            if todo:
+                await self._recover_note(client, note, todo)
+
+    async def _recover_note(self, client: Client, note: dict, specs: list[TagSpec]) -> None:
+        """HistoryRead ``specs`` over the span of ``note``; store the values missing."""
+        first = pd.Timestamp(note["first_time"]).tz_convert("UTC")
+        last = pd.Timestamp(note["last_time"]).tz_convert("UTC")
+        lo, hi = first.to_pydatetime(), last.to_pydatetime()
+        times, tags, values, status, flags = [], [], [], [], []
+        read = []
+        for spec in specs:
+            node = client.get_node(spec.node_id)
+            try:
+                history = await node.read_raw_history(
+                    lo, hi + timedelta(microseconds=1), return_bounds=False
+                )
+            except ua.UaError as exc:
+                logger.debug("ingest: no HistoryRead for %s (%s)", spec.tag, exc)
+                continue
+            read.append(spec.tag)
+            for dv in history:
+                ts = _utc(dv.SourceTimestamp or dv.ServerTimestamp)
+                if ts is None or not lo <= ts <= hi:
+                    continue
+                value = _value_of(dv)
+                code = dv.StatusCode.value if dv.StatusCode is not None else 0
+                times.append(ts)
+                tags.append(spec.tag)
+                values.append(value)
+                status.append(code)
+                flags.append(FLAG_BACKFILLED | _sample_flags(spec, value, code))
+        if not times:
+            logger.info(
+                "ingest: %s has no history of its %d tags for quarantined %s (%s to %s); "
+                "left unrecovered",
+                self.endpoint,
+                len(specs),
+                note.get("file"),
+                first,
+                last,
+            )
+            return
+        held = [p[["tag", "time"]] for p in self._pending]  # not on disk yet
+        rows = _rows(times, tags, values, status, flags)
+        try:
+            stored = await asyncio.to_thread(self._store_missing, rows.copy(), held, first, last)
+            self.state.stored += stored
+            self._advance(times, tags, values)
+            body = await asyncio.to_thread(
+                mark_recovered,
+                self.historian.root,
+                note["note"],
+                endpoint=self.endpoint,
+                tags=read,
+                values=stored,
+            )
+        except Exception:  # the note stays unrecovered: tried again next session
+            logger.exception("ingest: recovery of quarantined %s failed", note.get("file"))
+            return
+        logger.info(
+            "ingest: recovered %d values of quarantined %s (%s to %s, %d tags) from %s; "
+            "%d recovered in all",
+            stored,
+            note.get("file"),
+            first,
+            last,
+            len(read),
+            self.endpoint,
+            body["values_recovered"],
+        )
+
+    def _advance(self, times: list[datetime], tags: list[str], values: list[float]) -> None:
+        """Move each tag's last accepted time (and value) to the newest recovered one if
+        that is newer: the backfill goes on from there, and a value of the span sent again
+        is a duplicate."""
+        last, last_value = self.state.last, self.state.last_value
+        for ts, tag, value in zip(times, tags, values, strict=True):
+            prev = last.get(tag)
+            if prev is None or ts > prev:
+                last[tag], last_value[tag] = ts, value
+
+    def _store_missing(self, rows: pd.DataFrame, held: list[pd.DataFrame], first, last) -> int:
+        """Append the rows whose (tag, time) the historian does not hold (nor ``held``,
+        rows waiting to be written); returns how many (in a thread)."""
+        tags = sorted(set(rows["tag"]))
+        stored = self.historian.query(tags, start=first, end=last + pd.Timedelta(microseconds=1))
+        keys = pd.concat([stored[["tag", "time"]], *held], ignore_index=True)
+        keys["time"] = keys["time"].astype("datetime64[us, UTC]")
+        rows["time"] = rows["time"].astype("datetime64[us, UTC]")
+        rows = rows.drop_duplicates(["tag", "time"], ignore_index=True)
+        known = rows.merge(keys.drop_duplicates(), on=["tag", "time"], how="left", indicator=True)
+        missing = rows[(known["_merge"] == "left_only").to_numpy()]
+        if len(missing):
+            self.historian.append(missing)
+        return len(missing)
+
     # ------------------------------------------------------------------ writing
     async def _writer(self) -> None:
         while not self._stop.is_set():
@@ -870,6 +980,45 @@ def _utc(ts: datetime | None) -> datetime | None:
 def _same(a: float, b: float) -> bool:
     """Equal values (NaN equals NaN: a bad sample sent again is the same sample)."""
     return a == b or (a != a and b != b)
+
+
+def _value_of(dv: ua.DataValue) -> float:
+    """A sample's value as a float (NaN if it has none or is not numeric)."""
+    raw = dv.Value.Value if dv.Value is not None else None
+    try:
+        return float(raw) if raw is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _sample_flags(spec: TagSpec, value: float, code: int) -> int:
+    """The flags a sample carries whatever its path (live, backfill, recovery): the queue
+    Overflow bit of its StatusCode, a value outside the tag's EU range."""
+    f = 0
+    if (code & 0x480) == 0x480:  # InfoType DataValue + Overflow bit
+        f |= FLAG_OVERFLOW
+    outside = spec.eu_low is not None and not (spec.eu_low <= value <= spec.eu_high)
+    if outside and not math.isnan(value):
+        f |= FLAG_OUT_OF_RANGE
+    return f
+
+
+def _rows(times, tags, values, status, flags) -> pd.DataFrame:
+    """Rows for the historian; quality from the StatusCode (at least uncertain for a value
+    flagged clock-back)."""
+    frame = pd.DataFrame(
+        {
+            "time": pd.to_datetime(times, utc=True),
+            "tag": tags,
+            "value": np.asarray(values, dtype=float),
+            "status": np.asarray(status, dtype=np.uint32),
+            "flags": np.asarray(flags, dtype=np.uint8),
+        }
+    )
+    quality = quality_from_status(frame["status"].to_numpy())
+    back = (frame["flags"].to_numpy() & FLAG_CLOCK_BACK) != 0
+    frame["quality"] = np.where(back, np.maximum(quality, 1), quality).astype(np.uint8)
+    return frame
 
 
 class _quiet:

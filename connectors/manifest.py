@@ -5,7 +5,13 @@ Every committed Parquet file of the historian (day segments, compacted files, ba
 ``tags.parquet``) has an entry in the ``manifest.jsonl`` of its folder, one JSON object a
 line, the last line about a file winning::
 
-    {"name":"seg-....parquet","sha256":"9f2c...","size":81234,"rows":3000}
+    {"name":"seg-....parquet","sha256":"9f2c...","size":81234,"rows":3000,
+     "first":"2026-03-01T00:00:00+00:00","last":"2026-03-01T00:59:00+00:00"}
+
+``first`` and ``last`` (the time span of the rows: min and max of the ``time`` column) are
+recorded for files that have one (day segments, compacted files), so that the rows of a
+quarantined segment can be read again from the server's history
+(:meth:`connectors.ingest.Ingest` recovers them, :func:`mark_recovered` records it).
 
 How an entry lands with its file: the file is written and fsynced under a temporary name,
 hashed, then -- holding ``.files.lock`` exclusively, the lock under which readers list
@@ -40,9 +46,11 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors import _segments
@@ -56,6 +64,7 @@ __all__ = [
     "commit",
     "commit_table",
     "forget",
+    "mark_recovered",
     "quarantine",
     "quarantined",
     "read_manifest",
@@ -127,10 +136,52 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _entry(path: Path, rows: int | None) -> dict:
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat()
+
+
+def _table_span(table: pa.Table) -> dict:
+    """``{"first", "last"}`` of a table's ``time`` column (empty without one)."""
+    if "time" not in table.column_names or table.num_rows == 0:
+        return {}
+    if not pa.types.is_timestamp(table.schema.field("time").type):
+        return {}
+    span = pc.min_max(table["time"])
+    if not span["min"].is_valid:
+        return {}
+    return {"first": _iso(span["min"].as_py()), "last": _iso(span["max"].as_py())}
+
+
+def _footer_span(meta: pq.FileMetaData) -> dict:
+    """``{"first", "last"}`` from the ``time`` column's statistics (empty if any row group
+    has none): a compacted or adopted file, whose table is not at hand."""
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    if "time" not in names or meta.num_rows == 0:
+        return {}
+    col = names.index("time")
+    lows, highs = [], []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(col).statistics
+        if meta.row_group(i).num_rows == 0:
+            continue
+        if stats is None or not stats.has_min_max or not isinstance(stats.min, datetime):
+            return {}
+        lows.append(stats.min)
+        highs.append(stats.max)
+    if not lows:
+        return {}
+    first, last = min(lows), max(highs)
+    if first.tzinfo is None:  # a time column without a time zone: taken as UTC
+        first, last = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
+    return {"first": _iso(first), "last": _iso(last)}
+
+
+def _entry(path: Path, rows: int | None, span: dict | None = None) -> dict:
     if rows is None:
-        rows = pq.read_metadata(path).num_rows
-    return {"sha256": _sha256(path), "size": path.stat().st_size, "rows": int(rows)}
+        meta = pq.read_metadata(path)
+        rows, span = meta.num_rows, _footer_span(meta)
+    entry = {"sha256": _sha256(path), "size": path.stat().st_size, "rows": int(rows)}
+    return {**entry, **(span or {})}
 
 
 # ---------------------------------------------------------------------- the manifest
@@ -212,7 +263,13 @@ def _write_manifest(folder: Path, files: dict[str, dict]) -> None:
         raise
 
 
-def commit(root: Path, path: Path, write: Callable[[Path], None], rows: int | None = None) -> None:
+def commit(
+    root: Path,
+    path: Path,
+    write: Callable[[Path], None],
+    rows: int | None = None,
+    span: dict | None = None,
+) -> None:
     """Commit ``path`` (``write(tmp)`` makes it) together with its manifest entry.
 
     Parameters
@@ -224,11 +281,13 @@ def commit(root: Path, path: Path, write: Callable[[Path], None], rows: int | No
     write : callable
         Writes the file's content to the temporary path it is given.
     rows : int, optional
-        Rows in the file (read from its footer if not given).
+        Rows in the file (read from its footer, with the span, if not given).
+    span : dict, optional
+        ``{"first", "last"}``: the ISO UTC times of the file's first and last rows.
     """
 
     def land(tmp: Path) -> None:
-        entry = _entry(tmp, rows)
+        entry = _entry(tmp, rows, span)
         with _segments.flock(root / LOCK, fcntl.LOCK_EX):
             if path.exists():  # a file replaced in place (tags.parquet): one entry, not more
                 files = dict(read_manifest(path.parent, fresh=True))
@@ -244,8 +303,15 @@ def commit(root: Path, path: Path, write: Callable[[Path], None], rows: int | No
 
 
 def commit_table(root: Path, table: pa.Table, path: Path) -> None:
-    """Commit ``table`` as the Parquet file ``path`` with its manifest entry."""
-    commit(root, path, lambda tmp: _segments.write_parquet(table, tmp), rows=table.num_rows)
+    """Commit ``table`` as the Parquet file ``path`` with its manifest entry (with the
+    span of its ``time`` column, if it has one)."""
+    commit(
+        root,
+        path,
+        lambda tmp: _segments.write_parquet(table, tmp),
+        rows=table.num_rows,
+        span=_table_span(table),
+    )
 
 
 def remove(root: Path, paths: Iterable[Path]) -> None:
@@ -381,6 +447,21 @@ def _confirm(path: Path, files: dict[str, dict]) -> tuple[str | None, dict | Non
     return "", None
 
 
+def _span_of_note(relative: str, entry: dict | None) -> dict:
+    """The span a quarantine note copies from the entry (what the ingest can recover), or,
+    for a data segment whose entry has none (written before spans were recorded), why not.
+    """
+    if entry and entry.get("first") and entry.get("last"):
+        return {"first_time": entry["first"], "last_time": entry["last"]}
+    if not relative.startswith("segments/"):
+        return {}
+    return {
+        "first_time": None,
+        "last_time": None,
+        "recovery": "no time span in its manifest entry: cannot be recovered automatically",
+    }
+
+
 def quarantine(root: Path, path: Path, problem: str, entry: dict | None) -> Finding | None:
     """Move a bad file to ``<root>/quarantine/`` with a JSON note; drop its entry.
 
@@ -421,6 +502,7 @@ def quarantine(root: Path, path: Path, problem: str, entry: dict | None) -> Find
         "size_expected": entry.get("size") if entry else None,
         "sha256_expected": entry.get("sha256") if entry else None,
         "detected_by_pid": os.getpid(),
+        **_span_of_note(relative, entry),
     }
     _segments.write_atomic(note_path, lambda tmp: tmp.write_text(json.dumps(note, indent=2)))
     logger.warning(
@@ -445,6 +527,39 @@ def quarantined(root: Path) -> list[dict]:
         if isinstance(note, dict):
             notes.append({**note, "note": path.relative_to(root).as_posix()})
     return sorted(notes, key=lambda n: (str(n.get("detected_at")), n["note"]))
+
+
+def mark_recovered(
+    root: Path, note: str, *, endpoint: str, tags: Iterable[str], values: int
+) -> dict:
+    """Record in the quarantine note ``note`` (its path under ``root``) that the values of
+    ``tags`` in its span were read again from ``endpoint`` (``values`` of them were
+    missing and are stored again).
+
+    The note keeps its record: ``recovered_at`` (UTC, the latest recovery),
+    ``values_recovered`` (summed over recoveries), ``endpoint`` and ``recovered_tags``
+    (sorted, the union). Read, changed and written again (temporary file, ``os.replace``)
+    under ``.files.lock``, so that two ingests (shards) recovering their tags at once
+    both count. Returns the note as written.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the note is gone (an operator cleared the quarantine).
+    ValueError
+        If the note is not a JSON object.
+    """
+    path = Path(root) / note
+    with _segments.flock(Path(root) / LOCK, fcntl.LOCK_EX):
+        body = json.loads(path.read_text())
+        if not isinstance(body, dict):
+            raise ValueError(f"quarantine note {note}: must be a JSON object; got {body!r:.80}")
+        body["recovered_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body["values_recovered"] = int(body.get("values_recovered") or 0) + int(values)
+        body["endpoint"] = endpoint
+        body["recovered_tags"] = sorted({*body.get("recovered_tags", []), *tags})
+        _segments.write_atomic(path, lambda tmp: tmp.write_text(json.dumps(body, indent=2)))
+    return body
 
 
 # ---------------------------------------------------------------------- verify

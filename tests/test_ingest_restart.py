@@ -19,6 +19,7 @@ import pytest
 from asyncua import Server, ua
 from asyncua.server.history import HistoryDict
 
+from connectors import manifest
 from connectors.historian import FLAG_BACKFILLED, FLAG_CLOCK_BACK, Historian
 from connectors.ingest import Ingest, IngestError
 
@@ -225,3 +226,65 @@ def test_a_source_clock_gone_back_is_reported_and_its_values_flagged_or_refused(
 def test_on_clock_back_takes_flag_or_refuse_only(tmp_path):
     with pytest.raises(IngestError, match=r"on_clock_back: must be one of flag, refuse; got 'x'"):
         Ingest("opc.tcp://127.0.0.1:4840", Historian(tmp_path / "h"), tmp_path, on_clock_back="x")
+
+
+def test_values_of_a_quarantined_segment_come_back_from_the_server_history(tmp_path):
+    """Probe (soak test): a segment of an earlier time was quarantined and its values never
+    came back, although the server's history still held them."""
+    skid = Skid(f"opc.tcp://127.0.0.1:{free_port()}/restart/")
+    root = tmp_path / "historian"
+
+    async def ingest_samples(ks: range) -> None:
+        ingest = skid.ingest(tmp_path)
+        job = asyncio.create_task(ingest.run())
+        await asyncio.wait_for(ingest.connected.wait(), 30)
+        for k in ks:
+            await skid.sample(k)
+            await asyncio.sleep(0.02)
+        newest = (skid.t0 + pd.Timedelta(seconds=ks[-1])).to_pydatetime()
+        await until(lambda: all(ingest.state.last.get(f"FT-{i}") == newest for i in range(TAGS)))
+        ingest.stop()
+        await job
+
+    async def main():
+        await skid.start()
+        try:
+            await skid.sample(0)
+            await ingest_samples(range(1, 5))
+            entries = manifest.read_manifest(next((root / "segments").glob("date=*")))
+            oldest = min(entries, key=lambda name: entries[name]["first"])
+            segment = next((root / "segments").glob(f"date=*/{oldest}"))
+            flip_bytes(segment)
+            manifest.forget([segment])
+            assert len(Historian(root).query()) < 5 * TAGS  # the query quarantined it
+            for k in range(5, 8):  # the ingest is down
+                await skid.sample(k)
+            await ingest_samples(range(8, 10))
+            return entries[oldest]
+        finally:
+            await skid.server.stop()
+
+    entry = run(main())
+    historian = Historian(root)
+    got = historian.query()
+    want = pd.DataFrame(skid.written, columns=["tag", "time", "value"])
+    assert len(got) == len(want) == 10 * TAGS  # every sample the server holds, once
+    merged = got.merge(want, on=["tag", "time"], suffixes=("", "_sent"))
+    assert len(merged) == len(want) and (merged["value"] == merged["value_sent"]).all()
+    total, distinct = raw_rows(historian)
+    assert total == distinct  # nothing written twice
+    (note,) = historian.quarantined()
+    assert (note["first_time"], note["last_time"]) == (entry["first"], entry["last"])
+    assert note["recovered_at"] and note["endpoint"] == skid.url
+    assert note["values_recovered"] == note["rows_expected"] == entry["rows"]
+    span = got[(got["time"] >= entry["first"]) & (got["time"] <= entry["last"])]
+    assert ((span["flags"] & FLAG_BACKFILLED) != 0).sum() == entry["rows"]
+    (alarm,) = historian.alarms().itertuples()
+    assert "recovered" in alarm.message and not alarm.ongoing and alarm.severity == "low"
+
+
+def flip_bytes(path) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 4, len(data) // 4 + 8):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
