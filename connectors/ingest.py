@@ -31,7 +31,8 @@ How nothing is lost:
   warning line names the server, the tag count and the jump, and an alarm is recorded
   (:mod:`connectors.alarms`). Never counted as duplicates in silence.
 - Quarantined segments recovered: on start and after each reconnection, before the
-  backfill (live values are held meanwhile), the values of each quarantined segment
+  backfill (live values are held meanwhile), and every 30 s while a session runs (a file
+  quarantined meanwhile by any reader), the values of each quarantined segment
   whose manifest entry recorded its time span (:mod:`connectors.manifest`) are read
   again by HistoryRead over that span; those the historian does not hold are stored,
   flagged backfilled, and the quarantine note records it (``recovered_at``,
@@ -93,6 +94,9 @@ _NUMERIC = {
 _CONTEXT = ("BatchId", "Recipe", "Phase", "State")
 #: What :class:`Ingest` may do with values whose source clock went back.
 ON_CLOCK_BACK = ("flag", "refuse")
+#: Seconds between looks for files quarantined while a session runs (their values are then
+#: read again from the server's history, as on start)
+RECOVER_EVERY_S = 30.0
 
 
 class IngestError(RuntimeError):
@@ -399,12 +403,16 @@ class Ingest:
             self.connected.set()
             logger.info("ingest: %d tags from %s", len(specs), self.endpoint)
             silent_s = sub.silent_limit_s()
+            recover_at = time.monotonic() + RECOVER_EVERY_S
             while not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
                 if self._stop.is_set():
                     break
                 await client.nodes.server_state.read_value()  # health probe
+                if time.monotonic() >= recover_at:  # a file quarantined while we run
+                    await self._recover(client, specs)
+                    recover_at = time.monotonic() + RECOVER_EVERY_S
                 quiet = time.monotonic() - sub.last_publish_at
                 if quiet > silent_s:  # the session lives, the subscription does not
                     raise ConnectionError(
