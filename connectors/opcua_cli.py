@@ -20,6 +20,11 @@ err_console = Console(stderr=True)
 logger = logging.getLogger(__name__)
 
 
+#: on a stop, the sessions are served this long after the last sample (a subscriber with a
+#: publishing interval of up to 1 s receives it; docs/opcua.md "Stopping")
+DRAIN_S = 1.5
+
+
 def _fail(message: str) -> None:
     err_console.print("[bold red]error:[/] " + escape(message), soft_wrap=True)  # one line
     raise typer.Exit(code=2)
@@ -98,6 +103,7 @@ def serve_opcua(
             security=security,
             start=start,
             allow_anonymous=allow_anonymous,
+            drain_s=DRAIN_S,
         )
     except (TwinError, ValueError, HistorianError) as exc:
         _fail(str(exc))

@@ -139,6 +139,7 @@ class TwinServer:
         start: datetime | None = None,
         history_days: float = 7.0,
         allow_anonymous: bool = False,
+        drain_s: float = 0.0,
     ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be > 0; got {speed}")
@@ -156,6 +157,9 @@ class TwinServer:
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         self.start = start or now
         self.allow_anonymous = allow_anonymous
+        #: seconds the sessions keep being served after the last sample on a stop, so that
+        #: subscriptions deliver it (more than a client's publishing interval)
+        self.drain_s = drain_s
         users = UserFileManager(
             self.data_dir / "users.toml",
             allow_anonymous=allow_anonymous,
@@ -417,6 +421,8 @@ class TwinServer:
             self.publishing_done.set()
             await self._stop.wait()
             pending.cancel()
+            if self.drain_s > 0:  # the last sample reaches the subscribers before we close
+                await asyncio.sleep(self.drain_s)
 
     async def _publish(self, i, ts, readings, contexts, last_ctx) -> None:
         write = self.server.write_attribute_value

@@ -432,7 +432,11 @@ def up(
                         service.check(stopping)
                 stopping.wait(1.0)
         finally:  # every service's process group: SIGTERM, then SIGKILL after 15 s
-            stop_groups([s.proc for s in reversed(services) if s.proc is not None], timeout_s=15)
+            # the twin first: it serves its last sample to the ingest, which is still
+            # running, then closes; the ingest then stores it and flushes on its own stop
+            started = [s.proc for s in services if s.proc is not None]
+            stop_groups(started[:1], timeout_s=15)
+            stop_groups(started[:0:-1], timeout_s=15)
             console.print("stopped")
 
 
