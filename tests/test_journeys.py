@@ -140,6 +140,9 @@ def test_viewer_sees_a_living_plant(plant):
             time.sleep(2)
         assert re.search(r"[1-9]\d* of 12", running.inner_text())
         expect(page.get_by_text("Data: live")).to_be_visible(timeout=60_000)
+        # the run after the sign-in has finished: the form is gone, the page is complete
+        expect(page.get_by_role("textbox", name="User")).to_have_count(0, timeout=60_000)
+        page.wait_for_load_state("networkidle")
         page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
         no_bad_words(page)
         # a viewer reads triage but cannot disposition; the Deploy button is not shown
