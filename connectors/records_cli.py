@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from connectors.cli import DataDir
 from connectors.signed_log import (
     RecordsError,
     Verification,
@@ -30,12 +31,6 @@ __all__ = ["ensure_key_announced", "print_verification", "register", "require_ke
 console = Console()
 err_console = Console(stderr=True)
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", help="The store (default: $BIOTWIN_DATA_DIR, else ./var).", file_okay=False
-    ),
-]
 
 keys = typer.Typer(
     help="The records signing key (audit trail, model registry).", no_args_is_help=True
