@@ -575,8 +575,8 @@ def maintenance_fit(
     horizon: Annotated[
         float | None,
         typer.Option(
-            help="Horizon in the data's time unit (default: 168 h for timestamps, a tenth of "
-            "the median run for cycles)."
+            help="Horizon in the data's time unit (default: a tenth of the median failed "
+            "run's length)."
         ),
     ] = None,
     rul_cap: Annotated[

@@ -7,11 +7,12 @@ batches, in time order where the batches have one), among:
   window, the golden-batch envelope), one model for every progress (progress is a feature),
   with complexity scaled to the number of batches and the number of boosting rounds chosen by
   the same folds' out-of-fold log loss;
-- ``mspc`` and ``unfolded``: batch multivariate statistical process control
+- ``mspc``, ``unfolded`` and ``summary``: batch multivariate statistical process control
   (:mod:`quality.mspc`: multiway PCA, Hotelling T2 and SPE against limits from the normal
-  batches) with a regularised logistic regression on the statistics, or on the scaled
-  unfolded trajectory and the statistics;
-- ``average``: the mean log-odds of ``lgbm`` and the better of the two linear ones.
+  batches) with a regularised logistic regression on the statistics; on the scaled
+  unfolded trajectory and the statistics; or on the statistics and plain per-tag summaries
+  (mean, standard deviation, slope, latest) of the scaled trajectory so far;
+- ``average``: the mean log-odds of ``lgbm`` and the best of the linear ones.
 
 The choice is made on the cross-validated ROC AUC (mean over progress 25-100 %) alone; the
 same folds may choose another pipeline for the early part of a batch (progress before 50 %,
@@ -62,7 +63,8 @@ SELECTION_PROGRESS = (0.25, 0.5, 0.75, 1.0)
 #: before this progress the pipeline may be another one, chosen by the same folds' ROC AUC
 #: over the grid points before it (early on, few faults show and what ranks them differs)
 EARLY_END = 0.5
-CANDIDATES = ("lgbm", "mspc", "unfolded", "average")
+CANDIDATES = ("lgbm", "mspc", "unfolded", "summary", "average")
+LINEAR = ("mspc", "unfolded", "summary")
 N_FOLDS = 5
 CONFORMAL_LEVEL = 0.9
 CLASS_MIN_COUNT = 3
@@ -73,6 +75,8 @@ DESCRIPTIONS = {
     "lgbm": "LightGBM on per-tag trajectory summaries (whole so far, recent window, envelope)",
     "mspc": "batch MSPC: multiway PCA T2 / SPE vs normal-batch limits + logistic regression",
     "unfolded": "logistic regression (L2) on the scaled unfolded trajectory + T2 / SPE",
+    "summary": "logistic regression (L2) on per-tag mean / sd / slope / latest of the scaled "
+    "trajectory so far + T2 / SPE",
     "average": "mean log-odds of lgbm and the better linear pipeline",
 }
 
@@ -272,7 +276,7 @@ class DeviationModel:
         return {"tags": f.tags, "nominal_h": f.nominal_h, "bin_h": f.bin_h}
 
     def _trajectory(self, name: str) -> TrajectoryModel:
-        C = 0.1 if name == "mspc" else 0.01
+        C = 0.01 if name == "unfolded" else 0.1
         return TrajectoryModel(kind=name, C=C, grid=self.progress_grid, seed=self.seed)
 
     def _members(self, pipeline: str | None = None) -> list[str]:
@@ -297,7 +301,7 @@ class DeviationModel:
         cap = int(self.params["n_estimators"])
         rounds = [r for r in ROUND_CANDIDATES if r < cap] + [cap]
         lgbm_oof = np.zeros((len(rounds), len(ids), n_p))
-        linear = [c for c in ("mspc", "unfolded") if c in self.candidates]
+        linear = [c for c in LINEAR if c in self.candidates]
         oof = {c: np.zeros((len(ids), n_p)) for c in linear}
         all_tr = _trajectories(cube)
         for k in range(n_folds):
@@ -341,7 +345,7 @@ class DeviationModel:
 
     def _select(self, oof: dict, y_b, fold_b, n_folds, ordered) -> Selection:
         cols = [j for j, p in enumerate(self.progress_grid) if p in SELECTION_PROGRESS]
-        linear = [c for c in ("mspc", "unfolded") if c in oof]
+        linear = [c for c in LINEAR if c in oof]
         extra = {}
         if "average" in self.candidates and "lgbm" in oof and linear:
             partner = max(linear, key=lambda c: _mean_auc(y_b, oof[c], cols) or 0.0)

@@ -15,7 +15,8 @@ causal features in the data's own time base (cycles, hours or timestamps):
 
 Two targets: *fails within the horizon* (unknown, never guessed, for observations of runs
 censored within the horizon) and *remaining useful life*, learned from failed runs and
-capped at ``rul_cap`` (the piecewise-linear target: health does not degrade early in life;
+capped at ``rul_cap`` (with a cap, also from the rows of censored runs observed at least
+the cap before their censoring; the piecewise-linear target: health does not degrade early in life;
 the cap is the user's, or chosen by cross-validation). Candidates (window sets, then cap and
 loss: squared error or Huber) are compared by grouped cross-validation (whole assets, or runs
 in time order for timestamped data) on the RUL RMSE of every observation of the held-out
@@ -237,6 +238,15 @@ def phm_score(error: np.ndarray) -> float:
     return float(np.sum(np.where(d < 0, np.exp(-d / 13.0) - 1.0, np.exp(d / 10.0) - 1.0)))
 
 
+def _known_target(failed: np.ndarray, rul: np.ndarray, cap: float | None) -> np.ndarray:
+    """Rows whose (capped) RUL target is known: every row of a failed run, and the rows of
+    a censored run observed at least ``cap`` before its censoring (their capped RUL is the
+    cap: the run went on that long at least, and the target does not look further)."""
+    if cap is None:
+        return failed
+    return failed | (np.asarray(rul) >= cap)
+
+
 def _rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
@@ -248,8 +258,8 @@ class MaintenanceModel:
     Parameters
     ----------
     horizon : float, optional
-        In the time unit of the data (hours for timestamps, else cycles). Default: 168 h for
-        timestamps; a tenth of the median failed-run length for cycles.
+        In the time unit of the data (hours for timestamps, else cycles). Default: a tenth
+        of the median failed-run length (at least one observation step).
     rul_cap : float, optional
         Cap of the RUL target; default: chosen by cross-validation (none, or 50 % / 65 % of
         the median failed-run length).
@@ -354,7 +364,8 @@ class MaintenanceModel:
         step = float(r.groupby("run")["t"].diff().median())
         self.step = step if np.isfinite(step) and step > 0 else 1.0
         if self.horizon is None:
-            self.horizon = 168.0 if self.time_is_datetime else max(self.step, 0.1 * median_life)
+            # the data's own time base: a tenth of the median life (hours or cycles alike)
+            self.horizon = max(self.step, 0.1 * median_life)
         self.regimes = None
         if self.setting_cols:
             self.regimes = _Regimes(list(self.setting_cols), self.seed).fit(r, self.numeric)
@@ -387,11 +398,12 @@ class MaintenanceModel:
         """Out-of-fold RUL predictions at each of :data:`ROUNDS` (rounds x rows; NaN outside
         failed runs)."""
         y = truth if cap is None else np.minimum(truth, cap)
+        learn = _known_target(has, truth, cap)
         out = np.full((len(ROUNDS), len(X)), np.nan)
-        extra = self._loss_params(loss, cap, truth)
-        stride = _stride(len(X), int(has.sum()))
+        extra = self._loss_params(loss, cap, truth[has])
+        stride = _stride(len(X), int(learn.sum()))
         for k in np.unique(fold):
-            tr, te = has & (fold != k) & stride, has & (fold == k)
+            tr, te = learn & (fold != k) & stride, has & (fold == k)
             if not tr.any() or not te.any():
                 continue
             params = self._params(int(tr.sum()), **{**TREES[trees], **extra})
@@ -527,11 +539,14 @@ class MaintenanceModel:
         for j, m in enumerate(self.members):
             Xm = X if m["windows"] == self.windows else self._features(sub, m["windows"])
             y = truth_all if m["rul_cap"] is None else np.minimum(truth_all, m["rul_cap"])
-            extra = self._loss_params(m["loss"], m["rul_cap"], truth_all)
+            learn = _known_target(has, truth_all, m["rul_cap"])
+            extra = self._loss_params(m["loss"], m["rul_cap"], truth_all[has])
             extra.update(TREES[m["trees"]], n_estimators=m["rounds"])
             for i in range(max(1, self.n_seeds)):
-                params = self._params(int(has.sum()), random_state=self.seed + i, **extra)
-                self.regressors.append((j, lgb.LGBMRegressor(**params).fit(Xm[has], y[has])))
+                params = self._params(int(learn.sum()), random_state=self.seed + i, **extra)
+                self.regressors.append(
+                    (j, lgb.LGBMRegressor(**params).fit(Xm[learn], y[learn]))
+                )
         self.regressor = self.regressors[0][1]
         # normalised conformal interval from the out-of-fold errors of the chosen candidate
         truth = rul.to_numpy()

@@ -20,7 +20,10 @@ biopharma):
 - ``mspc``: on the monitoring statistics (log T2, log SPE overall, latest slice and per tag,
   and each tag's mean scaled deviation over the whole trajectory so far and the latest slices);
 - ``unfolded``: on the scaled unfolded trajectory itself plus those statistics (in the spirit
-  of PLS-DA, with an L2 penalty instead of latent variables).
+  of PLS-DA, with an L2 penalty instead of latent variables);
+- ``summary``: on the statistics plus each tag's standard deviation, slope and latest value
+  of its scaled trajectory so far (the plain per-tag summaries, measured against the normal
+  batches' mean trajectory).
 
 The training batches' own statistics are cross-fitted (each normal batch is judged by a PCA
 model fitted without it), so that a normal batch in training looks as normal as a new one.
@@ -48,6 +51,8 @@ MAX_COMPONENTS = 8
 EXPLAINED = 0.8
 INNER_FOLDS = 5
 LIMIT = 0.99
+#: per-tag summaries the ``summary`` classifier adds (standard deviation, slope, latest)
+N_SUMMARIES = 3
 
 
 @dataclass
@@ -104,6 +109,22 @@ class Trajectories:
         # a slice without values has a sum of exactly 0 (NaN adds 0): 0 / 0 is its NaN
         with np.errstate(all="ignore"):
             return np.divide(total, count, out=total)
+
+
+def _summaries(z3: np.ndarray, seen: np.ndarray, last: np.ndarray) -> list[np.ndarray]:
+    """Per tag, over the slices seen so far of the scaled trajectory (0 where not seen):
+    standard deviation, least-squares slope per slice and the latest slice's value."""
+    n = np.maximum(seen.sum(axis=2), 1)
+    s = np.arange(z3.shape[2], dtype=float)
+    w = seen.astype(float)
+    sz, szz = z3.sum(axis=2), (z3 * z3).sum(axis=2)
+    sx, sxx, sxz = w @ s, w @ (s * s), z3 @ s
+    mean = sz / n
+    sd = np.sqrt(np.maximum(szz / n - mean * mean, 0.0))
+    den = n * sxx - sx * sx
+    slope = np.where(den > 1e-9, (n * sxz - sx * sz) / np.where(den > 1e-9, den, 1.0), 0.0)
+    latest = z3[np.arange(len(z3)), :, last]
+    return [sd, slope, latest]
 
 
 def running_time(t_h: np.ndarray) -> np.ndarray:
@@ -208,9 +229,11 @@ class TrajectoryModel:
 
     Parameters
     ----------
-    kind : {"mspc", "unfolded"}
-        Classifier inputs: the monitoring statistics, or the scaled unfolded trajectory and
-        the statistics.
+    kind : {"mspc", "unfolded", "summary"}
+        Classifier inputs: the monitoring statistics; the scaled unfolded trajectory and
+        the statistics; or the statistics and per-tag summaries of the scaled trajectory
+        so far (standard deviation, slope and latest slice, beside the mean the statistics
+        hold).
     C : float
         Inverse L2 penalty of the logistic regression (on standardised inputs).
     grid : tuple of float
@@ -266,6 +289,8 @@ class TrajectoryModel:
         ]
         if self.kind == "unfolded":
             cols.append(Z)
+        elif self.kind == "summary":
+            cols += _summaries(z3, seen, last)
         return np.column_stack(cols)
 
     def feature_groups(self) -> list[tuple[str, int]]:
@@ -376,6 +401,9 @@ class TrajectoryModel:
                 contrib[rows, n_t if j < 0 else j] += c[:, col]
             if self.kind == "unfolded":
                 extra = c[:, len(groups) :].reshape(len(rows), n_t, g.slices).sum(axis=2)
+                contrib[rows, :n_t] += extra
+            elif self.kind == "summary":
+                extra = c[:, len(groups) :].reshape(len(rows), N_SUMMARIES, n_t).sum(axis=1)
                 contrib[rows, :n_t] += extra
             z_recent[rows] = F[:, 3 + 2 * n_t : 3 + 3 * n_t]
             spe_ratio[rows] = np.expm1(F[:, 3 : 3 + n_t]) / g.spe_tag_typical
