@@ -544,9 +544,7 @@ class MaintenanceModel:
             extra.update(TREES[m["trees"]], n_estimators=m["rounds"])
             for i in range(max(1, self.n_seeds)):
                 params = self._params(int(learn.sum()), random_state=self.seed + i, **extra)
-                self.regressors.append(
-                    (j, lgb.LGBMRegressor(**params).fit(Xm[learn], y[learn]))
-                )
+                self.regressors.append((j, lgb.LGBMRegressor(**params).fit(Xm[learn], y[learn])))
         self.regressor = self.regressors[0][1]
         # normalised conformal interval from the out-of-fold errors of the chosen candidate
         truth = rul.to_numpy()
