@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from quality.calibration import EvidenceGate, choose_calibrator
 from quality.data import BatchHistory
@@ -58,6 +59,10 @@ __all__ = ["CANDIDATES", "PROGRESS_GRID", "DeviationModel"]
 logger = logging.getLogger(__name__)
 
 PROGRESS_GRID = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
+#: threads of BLAS and OpenMP while scoring: one. Scoring works on tens to hundreds of rows,
+#: where a second thread costs more than it saves, and spin-waiting threads make it several
+#: times slower when the machine's other core is busy, as it is in the live plant
+SCORING_THREADS = 1
 #: progress points whose cross-validated ROC AUC (mean) chooses the pipeline
 SELECTION_PROGRESS = (0.25, 0.5, 0.75, 1.0)
 #: before this progress the pipeline may be another one, chosen by the same folds' ROC AUC
@@ -522,6 +527,7 @@ class DeviationModel:
             out[rows] = np.mean([raw[m] for m in members], axis=0)[rows]
         return out, X
 
+    @threadpool_limits.wrap(limits=SCORING_THREADS)
     def score(self, history: BatchHistory, batch_ids, progress, cube: Cube | None = None):
         """Calibrated probability of a deviation of ``batch_ids`` at ``progress``.
 
@@ -534,6 +540,7 @@ class DeviationModel:
         raw, _ = self._raw(history, ids, progress, cube, frame=False)
         return self.calibrator.predict(raw, progress)
 
+    @threadpool_limits.wrap(limits=SCORING_THREADS)
     def predict(
         self,
         history: BatchHistory,

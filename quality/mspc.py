@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as sps
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 __all__ = ["Trajectories", "TrajectoryModel", "count_seen", "running_time"]
 
@@ -51,6 +52,10 @@ MAX_COMPONENTS = 8
 EXPLAINED = 0.8
 INNER_FOLDS = 5
 LIMIT = 0.99
+#: BLAS threads for the small matrix products here: one. Two threads on matrices of tens of
+#: rows cost more than they save, and spin-waiting threads make scoring 4-5 times slower on
+#: a machine whose other core is busy (the live plant: twin, ingest and pages beside it)
+BLAS_THREADS = 1
 #: per-tag summaries the ``summary`` classifier adds (standard deviation, slope, latest)
 N_SUMMARIES = 3
 
@@ -303,6 +308,7 @@ class TrajectoryModel:
         return groups
 
     # ------------------------------------------------------------------ fit
+    @threadpool_limits.wrap(limits=BLAS_THREADS, user_api="blas")
     def fit(self, tr: Trajectories, y: np.ndarray, *, tags, nominal_h, bin_h) -> TrajectoryModel:
         """Fit one PCA and classifier per grid point.
 
@@ -361,6 +367,7 @@ class TrajectoryModel:
         cut = np.minimum(progress, grid[which]) * self.nominal_h
         return which, tr.seen(cut)
 
+    @threadpool_limits.wrap(limits=BLAS_THREADS, user_api="blas")
     def raw(self, tr: Trajectories, progress) -> np.ndarray:
         """Log-odds of a deviation for each batch at its progress (array, one per batch)."""
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(tr),))
@@ -373,6 +380,7 @@ class TrajectoryModel:
             out[rows] = g.lr.decision_function(self._standard(g, self._features(g, g.pca, X)))
         return out
 
+    @threadpool_limits.wrap(limits=BLAS_THREADS, user_api="blas")
     def contributions(self, tr: Trajectories, progress) -> tuple[np.ndarray, np.ndarray]:
         """Per-tag contributions to the log-odds and each tag's recent scaled deviation.
 
