@@ -238,8 +238,10 @@ class PlattGrid:
         return np.array([*self.points, *self.a, *self.b])
 
 
-#: share of the distance from the base rate a closed evidence gate keeps
-GATE_LEAK = 0.05
+#: share of the distance from the base rate a closed evidence gate keeps: none. Where the
+#: out-of-fold scores show no ranking evidence, their ranking is noise; every batch there
+#: gets the base rate (ties), and the pages say "no evidence yet" instead of an order
+GATE_LEAK = 0.0
 
 
 @dataclass
@@ -248,11 +250,10 @@ class EvidenceGate:
 
     At each progress point of the out-of-fold scores, the gate is open when their ROC AUC
     there exceeds 0.5 by ``z`` standard errors of the Mann-Whitney null (one-sided 5 %),
-    closed otherwise; between points it is interpolated. A closed gate shrinks every batch's
-    probability to the training base rate (keeping ``LEAK`` of its distance from it, so that
-    the ranking is the model's and the probability says "no evidence yet"): early in a
-    batch, before any fault can show, the model makes no claim rather than ranking noise
-    with confidence.
+    closed otherwise; between points it is interpolated. A closed gate sets every batch's
+    probability to the training base rate (keeping :data:`GATE_LEAK` of its distance from
+    it): early in a batch, before any fault can show, the model makes no claim rather than
+    ranking noise with confidence.
     """
 
     inner: object
@@ -275,12 +276,18 @@ class EvidenceGate:
             opened.append(1.0 if ok else 0.0)
         return cls(inner=inner, points=points, open=opened, rate=float(y.mean()))
 
+    def openness(self, progress) -> np.ndarray:
+        """How open the gate is at each ``progress`` (0 closed, 1 open; interpolated)."""
+        progress = np.asarray(progress, float)
+        if all(self.open):
+            return np.ones(progress.shape)
+        return np.interp(progress, self.points, self.open)
+
     def predict(self, raw, progress=None) -> np.ndarray:
         p = self.inner.predict(raw, progress)
         if progress is None or all(self.open):
             return p
-        w = np.interp(np.asarray(progress, float), self.points, self.open)
-        w = GATE_LEAK + (1.0 - GATE_LEAK) * w
+        w = GATE_LEAK + (1.0 - GATE_LEAK) * self.openness(progress)
         return w * p + (1.0 - w) * self.rate
 
     def state(self) -> np.ndarray:

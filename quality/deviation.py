@@ -63,6 +63,11 @@ PROGRESS_GRID = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
 #: where a second thread costs more than it saves, and spin-waiting threads make it several
 #: times slower when the machine's other core is busy, as it is in the live plant
 SCORING_THREADS = 1
+#: the reasons of a batch at a progress where cross-validation showed no ranking evidence
+NO_EVIDENCE = (
+    "no evidence yet at this progress: in cross-validation the model did not rank faulted "
+    "batches above normal ones this early; the score is the base rate"
+)
 #: progress points whose cross-validated ROC AUC (mean) chooses the pipeline
 SELECTION_PROGRESS = (0.25, 0.5, 0.75, 1.0)
 #: before this progress the pipeline may be another one, chosen by the same folds' ROC AUC
@@ -606,6 +611,12 @@ class DeviationModel:
             pairs = self._reason_pairs(M, X, cube, progress)
             out["reasons"] = [format_reasons(row, top) for row in pairs]
             out["reason_tags"] = [reason_tags(row, top) for row in pairs]
+        gate = getattr(self.calibrator, "openness", None)
+        closed = (gate(progress) < 0.5) & ~no_data if gate is not None else np.zeros(len(ids), bool)
+        if closed.any():
+            out.loc[closed, "reasons"] = NO_EVIDENCE
+            out.loc[closed, "reason_tags"] = ""
+            out.loc[closed, "low_confidence"] = True
         out.loc[no_data, "reasons"] = "no data for this batch yet: the score is the base rate"
         out.loc[no_data, "reason_tags"] = ""
         return out

@@ -60,3 +60,22 @@ def test_progress_dependent_map_needs_the_progress():
 def test_one_outcome_leaves_the_identity():
     cal = Platt().fit(np.array([0.1, 0.2, 0.3]), np.array([0, 0, 0]))
     assert (cal.a, cal.b, cal.a_p, cal.b_p) == (1.0, 0.0, 0.0, 0.0)
+
+
+def test_evidence_gate_says_the_base_rate_where_scores_do_not_rank_and_ranks_where_they_do():
+    from quality.calibration import EvidenceGate, Identity
+
+    rng = np.random.default_rng(5)
+    n = 400
+    y = rng.random(n) < 0.3
+    progress = np.repeat([[0.1, 0.9]], n, axis=0).ravel()
+    y_rows = np.repeat(y, 2).astype(int)
+    raw = rng.normal(size=2 * n)  # noise early ...
+    raw[1::2] += 3.0 * y  # ... and a clear ranking late
+    gate = EvidenceGate.fit(Identity(), raw, y_rows, progress)
+    assert gate.open == [0.0, 1.0]
+    early = gate.predict(raw[::2], np.full(n, 0.1))
+    assert np.allclose(early, y_rows.mean())  # one value: no claim, no order
+    late = gate.predict(raw[1::2], np.full(n, 0.9))
+    assert late[y].mean() > late[~y].mean() + 0.3
+    assert 0.0 < gate.openness(0.5) < 1.0
