@@ -150,12 +150,14 @@ def _register_plugins() -> None:
     from connectors.cli import register as register_connectors
     from connectors.records_cli import register as register_records
     from dashboard.cli import register as register_dashboard
+    from dashboard.scenario_cli import register as register_scenario
     from dashboard.users_cli import register as register_users
     from quality.cli import register as register_quality
 
     register_connectors(app)
     register_quality(app)
     register_dashboard(app)
+    register_scenario(app)
     register_users(app)
     register_records(app)
 

@@ -25,6 +25,7 @@ __all__ = [
     "STALE_TMP_S",
     "flock",
     "remove_abandoned",
+    "replacement_name",
     "segment_name",
     "write_atomic",
     "write_parquet",
@@ -49,6 +50,22 @@ def next_number() -> int:
 def segment_name(prefix: str = "seg") -> str:
     """A name no other writer (process or thread) can choose: time, pid and a counter."""
     return f"{prefix}-{time.time_ns():020d}-{os.getpid()}-{next_number():06d}.parquet"
+
+
+#: Names of replacement segments start with this: it sorts before ``cmp-`` and ``seg-``.
+REPLACEMENT_PREFIX = "arp-"
+_NS_CEILING = 10**20
+
+
+def replacement_name() -> str:
+    """A name for a segment of replacement rows (``Historian.append(..., replace=True)``).
+
+    It sorts before every compacted (``cmp-``) and ordinary (``seg-``) segment, and a later
+    replacement sorts before an earlier one (the time is counted down from 10**20 ns), so
+    that the first-file-wins de-duplication of the queries shows the newest replacement.
+    """
+    countdown = _NS_CEILING - time.time_ns()
+    return f"{REPLACEMENT_PREFIX}{countdown:020d}-{os.getpid()}-{next_number():06d}.parquet"
 
 
 def fsync_path(path: Path) -> None:

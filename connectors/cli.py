@@ -189,6 +189,8 @@ def history_import_sim(
 def register(app: typer.Typer) -> None:
     """Add this package's subcommands to *app*."""
     from connectors.opcua_cli import register_opcua
+    from connectors.receive_cli import register_receive
 
     app.add_typer(history, name="history")
     register_opcua(app)
+    register_receive(app)

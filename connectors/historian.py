@@ -249,7 +249,7 @@ class Historian:
         return f"Historian({str(self.root)!r})"
 
     # ------------------------------------------------------------------ writing
-    def append(self, rows: pd.DataFrame | pa.Table) -> int:
+    def append(self, rows: pd.DataFrame | pa.Table, *, replace: bool = False) -> int:
         """Commit rows (the row schema of docs/store.md).
 
         Parameters
@@ -257,6 +257,12 @@ class Historian:
         rows : pandas.DataFrame or pyarrow.Table
             Columns time (timezone-aware), tag, value, and optionally status, quality,
             flags (see :func:`validate_rows`).
+        replace : bool, default False
+            Replacement rows (an OPC UA HistoryUpdate Replace, docs/receive.md): committed
+            as ``arp-`` segments, whose names sort before every other file of the day and
+            newest first, so that their rows win their (tag, time) key over what was stored
+            before (and over earlier replacements). Ordinary appends (False): the first
+            committed row of a key wins, as always.
 
         Returns
         -------
@@ -276,7 +282,8 @@ class Historian:
         for day, part in _split_by_day(table):
             folder = self.segments / f"date={day}"
             folder.mkdir(exist_ok=True)
-            manifest.commit_table(self.root, part, folder / _segments.segment_name())
+            name = _segments.replacement_name() if replace else _segments.segment_name()
+            manifest.commit_table(self.root, part, folder / name)
             self._after_commit(day)
         return table.num_rows
 
@@ -491,6 +498,9 @@ class Historian:
         start=None,
         end=None,
         resample: str | None = None,
+        *,
+        limit: int | None = None,
+        descending: bool = False,
     ) -> pd.DataFrame:
         """Rows of ``tags`` with ``start <= time < end``, one per (tag, time).
 
@@ -504,6 +514,10 @@ class Historian:
             A fixed bucket width such as ``"1min"`` or ``"15min"``; buckets are aligned on
             the epoch and labelled by their start: mean of the values (NaN ignored; NaN if
             all are), worst quality, OR of the flags, status of the worst row.
+        limit : int, optional
+            At most this many rows (the first in the order of the result).
+        descending : bool, default False
+            Times in descending order within each tag (with ``limit``: the newest rows).
 
         Returns
         -------
@@ -517,10 +531,16 @@ class Historian:
         """
         tags, start, end, width = self._query_args(tags, start, end, resample)
         where = _row_filter(tags, start, end)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise HistorianError(f"limit: must be an integer >= 0; got {limit!r}")
+        if limit is not None and limit < 0:
+            raise HistorianError(f"limit: must be an integer >= 0; got {limit!r}")
+        order = " ORDER BY tag, time" + (" DESC" if descending else "")
+        order += "" if limit is None else f" LIMIT {int(limit)}"
 
         def sql(files: list[Path]) -> str:
             inner = _deduplicated(files, where)
-            return (inner if width is None else _resampled(inner, width)) + " ORDER BY tag, time"
+            return (inner if width is None else _resampled(inner, width)) + order
 
         out = self._read(sql, start, end)
         if out is None:

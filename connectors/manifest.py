@@ -564,10 +564,12 @@ def mark_recovered(
 
 # ---------------------------------------------------------------------- verify
 def stored_files(root: Path) -> list[Path]:
-    """Every committed Parquet file of the historian (segments, batch context, tags)."""
+    """Every committed Parquet file of the historian (segments, batch context, the side
+    tables of :mod:`connectors._tables`, tags)."""
     with _segments.flock(root / LOCK, fcntl.LOCK_SH):
         files = sorted((root / "segments").glob("date=*/*.parquet"))
         files += sorted((root / "batches").glob("*.parquet"))
+        files += sorted((root / "tables").glob("*/*.parquet"))  # connectors/_tables.py
         files += [p for p in (root / "tags.parquet",) if p.exists()]
     return files
 
@@ -581,6 +583,7 @@ def verify(root: Path) -> list[Finding]:
     root = Path(root)
     out = [f for f in _check_all(root, stored_files(root), False) if f is not None]
     folders = [root, root / "batches", *sorted((root / "segments").glob("date=*"))]
+    folders += sorted(p for p in (root / "tables").glob("*") if p.is_dir())
     for folder in folders:
         for name, entry in sorted(read_manifest(folder, fresh=True).items()):
             path = folder / name

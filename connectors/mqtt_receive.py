@@ -431,7 +431,7 @@ class _Subscriber:
         delay = SINK_RETRY_MIN_S
         while True:
             try:
-                await self.sink(rows)
+                taken = await self.sink(rows)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -454,7 +454,9 @@ class _Subscriber:
                     await asyncio.wait_for(self.stop.wait(), delay)
                 delay = min(delay * 2, SINK_RETRY_MAX_S)
                 continue
-            self.source.on_stored(len(rows), decoded.newest_time())
+            # a sink may say how many it stored (the receiver refuses some, counted there)
+            stored = taken if isinstance(taken, int) else len(rows)
+            self.source.on_stored(stored, decoded.newest_time())
             return True
 
     def _acknowledge(self, batch: list[_Message]) -> None:

@@ -242,12 +242,37 @@ def _ingest_sharded(endpoint: str, root: Path, sessions: int, options: dict) -> 
     )
 
 
-def opcua_certs(data_dir_: DataDir = None) -> None:
-    """Generate the server and ingest certificates under DATA_DIR/pki (keys stay there)."""
-    from connectors.security import client_certificate, server_certificate
+def opcua_certs(
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trust",
+            help="Trust a client certificate (PEM or DER) of an OT writer or client; repeat "
+            "for more.",
+            dir_okay=False,
+        ),
+    ] = None,
+    data_dir_: DataDir = None,
+) -> None:
+    """Generate the server and ingest certificates under DATA_DIR/pki (keys stay there);
+    with --trust, trust client certificates."""
+    from connectors.security import (
+        UserError,
+        client_certificate,
+        server_certificate,
+        trust_certificate,
+    )
     from connectors.server import APPLICATION_URI
 
     pki = data_dir(data_dir_) / "pki"
+    if trust:
+        for path in trust:
+            try:
+                target = trust_certificate(pki, path)
+            except UserError as exc:
+                _fail(str(exc))
+            console.print(f"trusted: {path} (copied to {target})")
+        return
 
     async def main():
         server = await server_certificate(pki, APPLICATION_URI)

@@ -134,14 +134,16 @@ class _DoorSession(InternalSession):
 
 
 class _DoorInternalServer(InternalServer):
-    """asyncua's internal server with :class:`_DoorSession` sessions and encrypted-only
-    passwords."""
+    """asyncua's internal server with :class:`_DoorSession` sessions (``session_class``)
+    and encrypted-only passwords."""
+
+    session_class: type[InternalSession] = _DoorSession
 
     def create_session(
         self, name, user: User | None = None, external: bool = False
     ) -> InternalSession:
         user = user if user is not None else User(role=UserRole.Anonymous)
-        return _DoorSession(
+        return self.session_class(
             self, self.aspace, self.subscription_service, name, user=user, external=external
         )
 
@@ -173,8 +175,11 @@ class DoorServer(Server):
     passwords with it.
     """
 
+    #: the internal server's class (a subclass may give its sessions more behaviour)
+    internal_server_class: type[InternalServer] = _DoorInternalServer
+
     def __init__(self, user_manager, *, allow_anonymous: bool = False) -> None:
-        super().__init__(iserver=_DoorInternalServer(user_manager=user_manager))
+        super().__init__(iserver=self.internal_server_class(user_manager=user_manager))
         self.rules = RoleRules()
         self.set_security_policy(self._security_policy, permission_ruleset=self.rules)
         tokens = [ua.UserNameIdentityToken, ua.X509IdentityToken]

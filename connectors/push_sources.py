@@ -15,6 +15,7 @@ where the command center reads it (:func:`read_statuses`). Status file fields::
     rejected          {StatusCode name: count} of values refused (e.g. "BadTypeMismatch")
     sequence_gaps     missing SequenceNumbers counted (PubSub), 0 for paths without them
     reordered         messages that arrived behind a later SequenceNumber (PubSub)
+    stopped           ISO 8601 UTC time the path stopped (:meth:`PushSource.on_stop`), or null
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class PushSource:
         self._recent: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
         self._written = 0.0
+        self.stopped: float | None = None
 
     def __repr__(self) -> str:
         return f"PushSource({self.name!r}, values={self.values_total}, gaps={self.sequence_gaps})"
@@ -122,6 +124,13 @@ class PushSource:
             self.reordered += reordered
         self.flush(force=bool(gaps or reordered))
 
+    def on_stop(self) -> None:
+        """The path stopped serving: no writer is connected any more (written at once)."""
+        with self._lock:
+            self._connected.clear()
+            self.stopped = time.time()
+        self.flush(force=True)
+
     # -- status ---------------------------------------------------------------------------
     def values_per_s(self, now: float | None = None) -> float:
         """Values stored per second over the last :data:`RATE_WINDOW_S` seconds."""
@@ -149,6 +158,7 @@ class PushSource:
                 "rejected": dict(sorted(self.rejected.items())),
                 "sequence_gaps": self.sequence_gaps,
                 "reordered": self.reordered,
+                "stopped": _iso(self.stopped),
             }
 
     def flush(self, *, force: bool = False) -> None:

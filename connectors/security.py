@@ -64,6 +64,7 @@ __all__ = [
     "LOCKOUT_MINUTES",
     "MAX_NAME_LENGTH",
     "MIN_PASSWORD_LENGTH",
+    "OT_WRITER",
     "ROLES",
     "SignInError",
     "UserError",
@@ -83,6 +84,7 @@ __all__ = [
     "set_password",
     "sign_in_log",
     "sign_in_summary",
+    "trust_certificate",
     "trust_validator",
     "verify_password",
     "write_users",
@@ -90,8 +92,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The roles the command center and the records know (a user has one or more).
-ROLES = ("viewer", "engineer", "qa", "maintenance")
+#: The roles the command center and the records know (a user has one or more);
+#: ``ot-writer``: an OT system (gateway, PLC, MES, LIMS) that pushes values into
+#: ``biotwin receive`` (docs/receive.md), the only role whose writes it takes.
+ROLES = ("viewer", "engineer", "qa", "maintenance", "ot-writer")
+#: The role whose users may write values, history updates and lab results into the receiver.
+OT_WRITER = "ot-writer"
 #: Password rule of ``biotwin users add`` / ``passwd``: at least this many characters.
 MIN_PASSWORD_LENGTH = 12
 #: User names: a letter or digit, then letters, digits, ``.``, ``_`` or ``-``.
@@ -635,10 +641,12 @@ def _private_key(key: Path, cert: Path) -> None:
     cert.unlink(missing_ok=True)
 
 
-async def server_certificate(pki: Path, app_uri: str) -> tuple[Path, Path]:
-    """The server's certificate and key under ``pki`` (generated if missing)."""
+async def server_certificate(pki: Path, app_uri: str, *, name: str = "server") -> tuple[Path, Path]:
+    """A server's certificate and key under ``pki`` (generated if missing):
+    ``<name>-cert.der`` and ``<name>-key.pem`` (the twin's ``server``, the receiver's
+    ``receive``: each its own application URI)."""
     pki.mkdir(parents=True, exist_ok=True)
-    cert, key = pki / "server-cert.der", pki / "server-key.pem"
+    cert, key = pki / f"{name}-cert.der", pki / f"{name}-key.pem"
     _private_key(key, cert)
     await setup_self_signed_certificate(
         key,
@@ -670,6 +678,39 @@ async def client_certificate(pki: Path, app_uri: str, *, trust: bool = True) -> 
         (pki / "trusted").mkdir(exist_ok=True)
         shutil.copyfile(cert, pki / "trusted" / cert.name)
     return cert, key
+
+
+def trust_certificate(pki: Path, certificate: Path) -> Path:
+    """Trust a client certificate (PEM or DER): a DER copy in ``pki/trusted``, named after
+    the file; returns the copy. Clients presenting it (as their secure channel's
+    certificate or as an X509 identity) are then accepted.
+
+    Raises
+    ------
+    UserError
+        If the file cannot be read or is not an X.509 certificate.
+    """
+    certificate = Path(certificate)
+    try:
+        data = certificate.read_bytes()
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if data.lstrip().startswith(b"-----")
+            else x509.load_der_x509_certificate(data)
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"certificate: must be an X.509 certificate file, PEM or DER; got "
+            f"{str(certificate)!r} ({exc})"
+        ) from None
+    trusted = Path(pki) / "trusted"
+    trusted.mkdir(parents=True, exist_ok=True)
+    target = trusted / f"{certificate.stem}.der"
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(cert.public_bytes(Encoding.DER))
+    os.replace(tmp, target)
+    logger.info("certificate %s trusted as %s", certificate, target)
+    return target
 
 
 async def trust_validator(pki: Path) -> CertificateValidator:

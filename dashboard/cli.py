@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from biotwin.children import STOP_TIMEOUT_S, run_group, start_group, stop_groups, stop_signals
 from connectors.cli import DataDir, data_dir
+from dashboard.scenario_cli import FallbackLocal, Scheduler
 
 console = Console()
 err_console = Console(stderr=True)
@@ -51,15 +52,54 @@ Kiosk = Annotated[
 ]
 
 
+def _sweeps_env(env: dict, scheduler: str | None, fallback_local: bool) -> None:
+    """Where the command center's sweeps and PM searches run: the scheduler (or
+    $DASK_SCHEDULER_ADDRESS) checked now, put in the dashboard's environment
+    (docs/cluster.md). Unreachable: one error line and exit 2, or with ``fallback_local``
+    a warning (each sweep tries the cluster again and runs locally meanwhile)."""
+    from biotwin.execution import (
+        ENV_FALLBACK,
+        ENV_SCHEDULER,
+        LOCAL,
+        ExecutionError,
+        check_scheduler,
+        resolve_scheduler,
+    )
+
+    address = resolve_scheduler(scheduler)
+    if scheduler is not None:
+        env[ENV_SCHEDULER] = address or LOCAL
+    if fallback_local:
+        env[ENV_FALLBACK] = "1"
+    if address is None:
+        return
+    try:
+        where = check_scheduler(address)
+    except ExecutionError as exc:
+        if not fallback_local:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        console.print(
+            f"[yellow]warning:[/] {escape(exc.summary)}; the command center's sweeps run on "
+            "the local pool until it answers (--fallback-local)",
+            soft_wrap=True,
+        )
+        return
+    console.print(f"scenario sweeps and PM searches run on the {where}", soft_wrap=True)
+
+
 def dashboard(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
     kiosk: Kiosk = False,
+    scheduler: Scheduler = None,
+    fallback_local: FallbackLocal = False,
     data_dir_: DataDir = None,
 ) -> None:
     """Start the Streamlit command center on 127.0.0.1 (sign-in required, unless --kiosk)."""
     env = {**os.environ, "BIOTWIN_DATA_DIR": str(data_dir(data_dir_))}
     if kiosk:
         env["BIOTWIN_KIOSK"] = "1"
+    _sweeps_env(env, scheduler, fallback_local)
     # Streamlit in its own process group, stopped with it on SIGTERM / SIGINT to this command
     raise typer.Exit(run_group(_streamlit_command(port), env=env))
 
@@ -344,9 +384,22 @@ def up(
         ),
     ] = False,
     kiosk: Kiosk = False,
+    scheduler: Scheduler = None,
+    fallback_local: FallbackLocal = False,
+    receive_port: Annotated[
+        int, typer.Option(help="Port of the OPC UA endpoint OT systems push into (receive).")
+    ] = 4850,
+    no_receive: Annotated[
+        bool,
+        typer.Option(
+            "--no-receive",
+            help="Do not start `biotwin receive` (the endpoint OT systems push into).",
+        ),
+    ] = False,
     data_dir_: DataDir = None,
 ) -> None:
-    """Start the twin over OPC UA, the ingest and the dashboard; supervise until Ctrl-C."""
+    """Start the twin over OPC UA, the ingest, the receiver and the dashboard; supervise
+    until Ctrl-C."""
     from connectors.historian import Historian
     from connectors.records_cli import ensure_key_announced
     from connectors.security import DEMO_CREDENTIALS, client_certificate
@@ -356,6 +409,8 @@ def up(
     # SIGTERM during the first start (history, training) stops it as Ctrl-C does
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     root = data_dir(data_dir_).resolve()
+    sweeps_env: dict = {}
+    _sweeps_env(sweeps_env, scheduler, fallback_local)  # a wrong address stops us first
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     demo = _ensure_users(root, demo=demo)
@@ -390,7 +445,7 @@ def up(
     except RegistryError as exc:  # e.g. a registry whose chain does not verify
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(code=2) from None
-    env = {**os.environ, "BIOTWIN_DATA_DIR": str(root), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **sweeps_env, "BIOTWIN_DATA_DIR": str(root), "PYTHONUNBUFFERED": "1"}
     if kiosk:
         env["BIOTWIN_KIOSK"] = "1"
     endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/biotwin/"
@@ -413,6 +468,13 @@ def up(
         _Service("scoring", [*me, "score", "--every", "60", "--data-dir", str(root)], env, logs),
         _Service("dashboard", _streamlit_command(port), env, logs),
     ]  # fmt: skip
+    receive_endpoint = f"opc.tcp://127.0.0.1:{receive_port}/biotwin/receive"
+    if not no_receive:  # OT writers push here (docs/receive.md); users with role ot-writer
+        services.insert(2, _Service(
+            "receive",
+            [*me, "receive", "--endpoint", receive_endpoint, "--data-dir", str(root)],
+            env, logs,
+        ))  # fmt: skip
     stopping = threading.Event()
     with stop_signals(lambda _signum: stopping.set()):
         try:
@@ -422,6 +484,7 @@ def up(
                     service.start()
                 console.print(
                     f"command center: [bold]http://127.0.0.1:{port}[/]   OPC UA: {endpoint}"
+                    + ("" if no_receive else f"   OT writers push to: {receive_endpoint}")
                 )
                 if (root / DEMO_CREDENTIALS).exists():
                     console.print(f"demo users and their passwords: {root / DEMO_CREDENTIALS}")

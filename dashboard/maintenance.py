@@ -3,8 +3,10 @@
 For an asset, every candidate start in the next ``days`` (one every ``step_h`` hours) is a
 scenario "the PM starts then" (:class:`~twin.scenarios.PMMove`), run from the current
 plant state with the same replication seeds (common random numbers), so the candidates
-differ only by the window. The recommendation is the candidate with the fewest due dates
-missed, then the most batches completed.
+differ only by the window. All candidates are sweeps of one
+:func:`~twin.scenarios.run_sweeps` call: their chunks share one pool, local processes or
+a Dask cluster (docs/cluster.md). The recommendation is the candidate with the fewest due
+dates missed, then the most batches completed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from twin.config import PlantConfig
-from twin.scenarios import PMMove, run_scenario
+from twin.scenarios import PMMove, run_sweeps
 from twin.state import PlantState
 
 __all__ = ["best_pm_window"]
@@ -29,6 +31,9 @@ def best_pm_window(
     horizon_days: float = 30.0,
     replications: int = 40,
     seed: int = 0,
+    scheduler: str | None = None,
+    fallback_local: bool | None = None,
+    workers: int | None = None,
     progress=None,
 ) -> pd.DataFrame:
     """Candidates sorted best first: start_h, due_dates_missed (mean; missed_p10 and
@@ -37,23 +42,34 @@ def best_pm_window(
     missed), its 90 % interval vs_best_lo / vs_best_hi, and clearly_worse (the interval
     excludes 0).
 
+    ``progress(done, total)`` counts replications of all candidates; ``scheduler``: a Dask
+    scheduler address (None: ``$DASK_SCHEDULER_ADDRESS``, else the local pool).
+
     Raises
     ------
     twin.errors.ScenarioError
         If ``asset`` has no PM plan in this plant.
+    biotwin.execution.ExecutionError
+        If a named scheduler cannot be used (and no fallback was asked for).
     """
     starts = [i * step_h for i in range(int(days * 24 // step_h) + 1)]
+    results = run_sweeps(
+        config,
+        state,
+        {
+            f"candidate {k}: PM at +{s:g} h": [PMMove(asset=asset, to_h=s)]
+            for k, s in enumerate(starts)
+        },
+        horizon_h=horizon_days * 24,
+        replications=replications,
+        seed=seed,
+        workers=workers,
+        scheduler=scheduler,
+        fallback_local=fallback_local,
+        progress=progress,
+    )
     rows, missed = [], []
-    for k, start in enumerate(starts):
-        result = run_scenario(
-            config,
-            state,
-            [PMMove(asset=asset, to_h=start)],
-            horizon_h=horizon_days * 24,
-            replications=replications,
-            seed=seed,
-            name=f"PM at +{start:g} h",
-        )
+    for start, result in zip(starts, results.values(), strict=True):
         mean = result.kpis.mean()
         per_rep = result.kpis["due_dates_missed"].to_numpy(dtype=float)
         missed.append(per_rep)
@@ -68,8 +84,6 @@ def best_pm_window(
                 "availability": result.availability[asset.split("/")[0]].mean(),
             }
         )
-        if progress:
-            progress(k + 1, len(starts))
     table = pd.DataFrame(rows)
     order = table.sort_values(
         ["due_dates_missed", "completed", "start_h"], ascending=[True, False, True]

@@ -1,7 +1,8 @@
 """What the scenarios page computes, without Streamlit (tests reach it directly).
 
-- :func:`run_pair`: a scenario and its baseline in one process pool (their chunks
-  interleaved), from one starting point with the same replication seeds (paired);
+- :func:`run_pair`: a scenario and its baseline in one pool (their chunks interleaved),
+  from one starting point with the same replication seeds (paired); the pool is local
+  processes or a Dask cluster (:func:`twin.scenarios.run_sweeps`, docs/cluster.md);
 - :func:`predicted_failure_events`: the maintenance model's failure risk as
   :class:`~twin.scenarios.FailureRisk` events;
 - :func:`with_batch_risk` and :func:`good_rate`: the deviation model's risk of the batches
@@ -21,17 +22,11 @@
 
 from __future__ import annotations
 
-import gc
 import math
-import os
-import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from datetime import time as clock_time
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +42,9 @@ from twin.scenarios import (
     PMMove,
     ScenarioResult,
     ShiftRemoved,
-    collect,
-    replication_seeds,
-    run_replication,
-    validate_events,
+    run_sweeps,
 )
-from twin.state import PlantState, validate_state
+from twin.state import PlantState
 
 __all__ = [
     "DASH",
@@ -247,101 +239,8 @@ def predicted_failure_events(
 
 
 # ---------------------------------------------------------------------- the sweep
-def _chunk(payload: tuple) -> tuple[str, list[tuple[int, object]]]:
-    """Replications of one chunk (in a worker): fewer GC passes, as twin.scenarios does."""
-    tag, config, state, events, horizon_h, seeds, indices, default_risk = payload
-    old = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 100)
-    try:
-        return tag, [
-            (
-                i,
-                run_replication(
-                    config,
-                    state,
-                    events,
-                    horizon_h,
-                    s,
-                    keep_schedule=(i == 0),
-                    default_risk=default_risk,
-                ),
-            )
-            for i, s in zip(indices, seeds, strict=True)
-        ]
-    finally:
-        gc.set_threshold(*old)
-
-
-def _chunks(n: int, lanes: int) -> list[list[int]]:
-    """Replication indices ``0..n-1`` in chunks that shrink as the sweep goes (guided
-    scheduling): each chunk is the remaining replications over ``lanes`` (workers x
-    sweeps), at least 2. Large chunks first keep the per-chunk overhead low; small ones
-    last leave a worker little to finish alone after the other has run out of work (with
-    equal chunks of 25, up to ~0.1 s at the end of a 200 x 30-day pair)."""
-    if lanes <= 1:
-        return [list(range(n))]
-    out, start = [], 0
-    while start < n:
-        size = max(2, -(-(n - start) // lanes))
-        out.append(list(range(start, min(n, start + size))))
-        start += size
-    return out
-
-
-def run_sweeps(
-    config: PlantConfig,
-    state: PlantState,
-    runs: dict[str, Sequence],
-    *,
-    horizon_h: float,
-    replications: int,
-    seed: int = 0,
-    default_risk: float | None = None,
-    workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, ScenarioResult]:
-    """Several sweeps (name -> events) from one starting point in one process pool.
-
-    Every sweep uses the same replication seeds (paired, common random numbers) and gives
-    the same result as :func:`twin.scenarios.run_scenario` with that seed (a replication is
-    a pure function of its seed); the chunks of all sweeps share one pool, so one pool is
-    started instead of one per sweep and no sweep waits for another's stragglers.
-    """
-    runs = {tag: list(evs) for tag, evs in runs.items()}
-    validate_state(state, config)
-    for evs in runs.values():
-        validate_events(evs, config)
-    seeds = replication_seeds(seed, replications)
-    workers = max(1, min(workers or os.cpu_count() or 1, replications))
-    chunks = _chunks(replications, 1 if workers == 1 else workers * len(runs))
-    payloads = [
-        (tag, config, state, evs, horizon_h, [seeds[i] for i in c], c, default_risk)
-        for c in chunks
-        for tag, evs in runs.items()
-    ]
-    total = len(runs) * replications
-    out = {tag: [None] * replications for tag in runs}
-    done = 0
-    t0 = time.perf_counter()
-
-    def take(tag, reps):
-        nonlocal done
-        for i, rep in reps:
-            out[tag][i] = rep
-        done += len(reps)
-        if progress:
-            progress(done, total)
-
-    if workers == 1:
-        for p in payloads:
-            take(*_chunk(p))
-    else:
-        ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            for fut in as_completed([pool.submit(_chunk, p) for p in payloads]):
-                take(*fut.result())
-    seconds = time.perf_counter() - t0
-    return {tag: collect(tag, horizon_h, reps, seconds, state) for tag, reps in out.items()}
+# run_sweeps is twin.scenarios.run_sweeps: the one loop that sends replication chunks to
+# the local pool or a Dask cluster (biotwin/execution.py, docs/cluster.md)
 
 
 def run_pair(
@@ -356,12 +255,22 @@ def run_pair(
     baseline: ScenarioResult | None = None,
     default_risk: float | None = None,
     workers: int | None = None,
+    scheduler: str | None = None,
+    fallback_local: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[ScenarioResult, ScenarioResult]:
     """The baseline (no events) and the scenario, paired, in one pool: (baseline, scenario).
 
     A ``baseline`` already computed for this starting point and sweep is reused (then
-    only the scenario runs).
+    only the scenario runs). ``scheduler``: a Dask scheduler address (None:
+    ``$DASK_SCHEDULER_ADDRESS``, else the local pool; docs/cluster.md).
+
+    Raises
+    ------
+    twin.errors.ScenarioError
+        If the state or an event does not fit the plant.
+    biotwin.execution.ExecutionError
+        If a named scheduler cannot be used (and no fallback was asked for).
     """
     runs = {"scenario": list(events)}
     if baseline is None:
@@ -375,6 +284,8 @@ def run_pair(
         seed=seed,
         default_risk=default_risk,
         workers=workers,
+        scheduler=scheduler,
+        fallback_local=fallback_local,
         progress=progress,
     )
     what = out["scenario"]
@@ -444,6 +355,8 @@ def run_study(
     baseline: ScenarioResult | None = None,
     default_risk: float | None = None,
     workers: int | None = None,
+    scheduler: str | None = None,
+    fallback_local: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[ScenarioResult, ScenarioResult, dict[str, ScenarioResult]]:
     """The baseline, the scenario (all events) and each lever alone, in one pool and with
@@ -456,6 +369,8 @@ def run_study(
     ------
     PermissionError
         If ``author`` may not run scenarios (:func:`check_may_run`); nothing is run.
+    biotwin.execution.ExecutionError
+        If a named scheduler cannot be used (and no fallback was asked for).
     """
     check_may_run(author)
     runs: dict[str, list] = {}
@@ -474,6 +389,8 @@ def run_study(
         seed=seed,
         default_risk=default_risk,
         workers=workers,
+        scheduler=scheduler,
+        fallback_local=fallback_local,
         progress=progress,
     )
     what = out["scenario"]

@@ -11,12 +11,16 @@ were trained on:
   from the batch's start for a unit that is the only one of its kind, from entry otherwise;
 - asset observations: per asset and day, its hour meter and its unit's condition tags.
 
-What OPC UA does not carry (raw-material lot attributes from the LIMS) is not here. The
+What OPC UA subscriptions do not carry (raw-material lot attributes, QC results from the
+LIMS) comes from the lab results that OT systems push into ``biotwin receive``
+(:func:`lab_results`): every attribute becomes a column of the batches' outcomes. The
 twin history ``biotwin train`` learns from carries only what this module builds
 (:func:`quality.data.batch_history_from_twin` with ``inputs="live"``: the tags of
 :func:`quality.data.live_tags` and the context of :data:`quality.data.LIVE_CONTEXT`), so its
 models score the plant with every input present; a model that was trained on lot attributes
-gets those features empty, and its score is flagged low-confidence, not invented.
+gets those features from the lab results (missing for a batch without a report), and when
+no result of such an attribute is stored at all, its score is flagged low-confidence, not
+invented.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from quality.registry import Registry
 
 __all__ = [
     "batch_history_from_historian",
+    "lab_results",
     "plant_clock",
     "risk_trend",
     "run_history_from_historian",
@@ -198,7 +203,26 @@ def batch_history_from_historian(
     production = {u for u, s in unit_step.items() if s == "production"}
     prod = ctx[ctx["unit"].isin(production)].groupby("batch_id")["unit"].first()
     out["production_unit"] = prod.reindex(open_ids).to_numpy()
+    lab = lab_results(historian, open_ids)
+    for col in lab.columns:  # lot attributes pushed in: context of the models that use them
+        out[col] = lab[col].reindex(out.index).to_numpy()
     return BatchHistory(bins=bins, outcomes=out, bin_h=bin_h, context_cols=list(LIVE_CONTEXT))
+
+
+def lab_results(historian, batch_ids=None) -> pd.DataFrame:
+    """The lab results and lot attributes stored for the batches (``biotwin receive``'s
+    ReportResult, :class:`connectors.lab_results.LabResults`): one row per batch, one float
+    column per attribute (empty when none are stored or the store has no such table)."""
+    from connectors.lab_results import LabResults
+
+    root = getattr(historian, "root", None)
+    if root is None or not (root / "tables" / "lab_results").is_dir():
+        return pd.DataFrame(index=pd.Index([], name="batch_id", dtype=str))
+    try:
+        return LabResults(root).wide(batch_ids)
+    except OSError as exc:
+        logger.warning("lab results unreadable (%s); batches scored without them", exc)
+        return pd.DataFrame(index=pd.Index([], name="batch_id", dtype=str))
 
 
 def training_history_from_historian(
@@ -221,9 +245,10 @@ def training_history_from_historian(
     The historian holds what OPC UA carries: no outcome. QA decisions and laboratory
     results (the LIMS) come as a table, one row per batch: ``batch_col``, ``label_col``
     (0/1 or true/false; empty for batches not yet decided), optionally the deviation class,
-    CQA columns and context known at the start (lot attributes). Batches of the table that
-    the historian does not know are reported and left out; batches of the historian
-    without a row are not read.
+    CQA columns and context known at the start (lot attributes). CQA and context columns
+    the table lacks are taken from the lab results pushed to ``biotwin receive``
+    (:func:`lab_results`). Batches of the table that the historian does not know are
+    reported and left out; batches of the historian without a row are not read.
 
     Raises
     ------
@@ -232,7 +257,19 @@ def training_history_from_historian(
         ``min_batches`` labelled batches found in the historian.
     """
     cqa_cols, context_cols = list(cqa_cols or []), list(context_cols or [])
-    _require(outcomes, [batch_col, label_col, *cqa_cols, *context_cols], "outcomes")
+    _require(outcomes, [batch_col, label_col], "outcomes")
+    pushed = [c for c in [*cqa_cols, *context_cols] if c not in outcomes.columns]
+    if pushed:  # CQA results and lot attributes reported to `biotwin receive`
+        lab = lab_results(historian)
+        absent = [c for c in pushed if c not in lab.columns]
+        if absent:
+            raise InputError(
+                f"outcomes: column {absent[0]!r} is missing (required), and no lab result of "
+                "that name is stored (ReportResult of biotwin receive)"
+            )
+        found = lab[pushed].reindex(outcomes[batch_col].astype(str).to_numpy())
+        outcomes = outcomes.assign(**{c: found[c].to_numpy() for c in pushed})
+    _require(outcomes, [*cqa_cols, *context_cols], "outcomes")
     if class_col is not None:
         _require(outcomes, [class_col], "outcomes")
     out = outcomes.copy()

@@ -277,7 +277,10 @@ def test_users_add_list_disable_through_the_command_with_standard_input(tmp_path
         short.stderr.strip() == "error: password: must be at least 12 characters; got 5 characters"
     )
     bad_role = biotwin("users", "add", "bob", "--role", "boss", *data, stdin="long enough pw\n")
-    assert "role: must be one of viewer, engineer, qa, maintenance; got 'boss'" in bad_role.stderr
+    assert (
+        "role: must be one of viewer, engineer, qa, maintenance, ot-writer; got 'boss'"
+        in bad_role.stderr
+    )
     again = biotwin("users", "add", "ada", "--role", "qa", *data, stdin="another password\n")
     assert again.returncode == 2 and "'ada' exists already" in again.stderr
 

@@ -42,11 +42,11 @@ def plant(tmp_path_factory, trained, maint):
     registry = Registry(root / "models")
     for model, meta, _ in (trained, maint):
         registry.register(model, meta)
-    port, opcua = free_port(), free_port()
+    port, opcua, receive = free_port(), free_port(), free_port()
     log = open(root / "up.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "biotwin", "up", "--demo", "--data-dir", str(root),
-         "--port", str(port), "--opcua-port", str(opcua)],
+         "--port", str(port), "--opcua-port", str(opcua), "--receive-port", str(receive)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -1008,3 +1008,58 @@ def test_the_subscriber_waits_for_the_broker_and_reconnects(tmp_path, caplog):
     assert "mqtt: cannot connect to mqtt://127.0.0.1" in caplog.text
     assert "connection to mqtt://127.0.0.1" in caplog.text and "lost" in caplog.text
     assert "(session present: True)" in caplog.text
+
+
+def test_biotwin_receive_with_mqtt_stores_pubsub_values_through_the_receiver(broker, tmp_path):
+    """`biotwin receive --mqtt` as a process: mosquitto_pub's key and delta frames land in
+    the historian through the receiver's checks and durable store; a tag the tag file does
+    not name is refused (BadNodeIdUnknown) and not counted as stored."""
+    import os
+    import signal
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    tags = tmp_path / "tags.csv"
+    tags.write_text(
+        "tag,unit,eng_unit,eu_low,eu_high,data_type,description\n"
+        + "".join(f"{t},R1,CEL,0,200,Double,{t}\n" for t in TAGS["tag"])
+    )
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "biotwin", "receive", "--security", "none",
+         "--endpoint", f"opc.tcp://127.0.0.1:{port}/biotwin/receive", "--tags", str(tags),
+         "--data-dir", str(data), "--mqtt", broker.url, "--topic", "opcua/json/data/#"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=Path(__file__).resolve().parents[1], start_new_session=True,
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if line.startswith("receiving at"):
+                break
+        else:
+            raise AssertionError(f"biotwin receive did not start (exit {proc.wait()})")
+        messages = frames(1, 20)
+        stranger = network(
+            dsm({"NOT-A-TAG.PV": {"Value": 1.0}}, SequenceNumber=21), message_id="m21"
+        )
+        want = expected_values(messages)
+
+        def status() -> dict:
+            path = data / "receive" / "status-mqtt.json"
+            return json.loads(path.read_text()) if path.exists() else {}
+
+        async def main():
+            deadline = time.monotonic() + 20
+            while status().get("values_total", 0) < len(want):  # subscribed: then all of them
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, f"not stored: {status()}"
+                await publish(broker, "opcua/json/data/line1", [*messages, stranger])
+                await asyncio.sleep(1.2)  # the status file is written at most once a second
+
+        asyncio.run(main())
+        assert as_set(stored(data)) == want  # every value once, whatever was published twice
+        assert status()["rejected"].get("BadNodeIdUnknown", 0) >= 1
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)

@@ -16,11 +16,13 @@ Events (pydantic models, so a scenario saves as JSON):
 - :class:`ShiftRemoved`: operators taken off the roster between two times.
 
 Each replication is a pure function of ``(config, state, events, horizon_h, seed)``
-(:func:`run_replication`), so a sweep can be spread over processes (:func:`run_scenario`
-uses all cores) or over a Dask cluster (map :func:`run_replication` over the seeds). The
-replication seeds derive from the scenario seed alone, so replication ``i`` of a baseline
-and of a scenario share their random streams (common random numbers): their difference is
-the effect of the events, not noise; :func:`compare` reports paired differences.
+(:func:`run_replication`), so a sweep is spread over local processes or a Dask cluster
+through one seam (:func:`run_sweeps`, :func:`biotwin.execution.executor`,
+docs/cluster.md) with the same result bit for bit. The seed of replication ``i`` derives
+from the scenario seed and ``i`` alone (:func:`replication_seeds`), so replication ``i`` of
+a baseline and of a scenario share their random streams (common random numbers): their
+difference is the effect of the events, not noise; :func:`compare` reports paired
+differences.
 
 Times are hours from the snapshot's *now*.
 
@@ -35,11 +37,9 @@ import gc
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Annotated, Literal
 
 import numpy as np
@@ -69,6 +69,8 @@ __all__ = [
     "replication_seeds",
     "run_replication",
     "run_scenario",
+    "run_sweeps",
+    "sweep_chunks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -220,7 +222,11 @@ def validate_events(events: Sequence, config: PlantConfig) -> None:
 
 
 def replication_seeds(seed: int, n: int) -> list[int]:
-    """Seeds of replications ``0..n-1`` of a sweep (the same for baseline and scenario)."""
+    """Seeds of replications ``0..n-1`` of a sweep (the same for baseline and scenario).
+
+    Seed ``i`` is word ``i`` of ``SeedSequence([seed, 99])``'s state: a function of
+    ``seed`` and ``i`` only, not of ``n`` nor of where the replication runs.
+    """
     return [int(s) for s in np.random.SeedSequence([int(seed), 99]).generate_state(n)]
 
 
@@ -551,10 +557,16 @@ def _fewer_collections():
         gc.set_threshold(*old)
 
 
-def _run_chunk(payload: tuple) -> list[tuple[int, Replication]]:
-    config, state, events, horizon_h, seeds, indices, options = payload
+#: Most replications in one task: bounds what a lost worker costs and keeps progress moving.
+MAX_CHUNK = 50
+
+
+def _run_chunk(payload: tuple) -> tuple[str, list[tuple[int, Replication]]]:
+    """Replications of one chunk of one sweep (the task a worker runs): pure, so it can
+    run twice, anywhere (docs/cluster.md)."""
+    tag, config, state, events, horizon_h, seeds, indices, options = payload
     with _fewer_collections():
-        return [
+        return tag, [
             (
                 i,
                 run_replication(
@@ -563,6 +575,122 @@ def _run_chunk(payload: tuple) -> list[tuple[int, Replication]]:
             )
             for i, s in zip(indices, seeds, strict=True)
         ]
+
+
+def sweep_chunks(n: int, lanes: int, max_chunk: int = MAX_CHUNK) -> list[list[int]]:
+    """Replication indices ``0..n-1`` in chunks that shrink as the sweep goes (guided
+    scheduling): each chunk is the remaining replications over ``lanes`` (slots x
+    sweeps), at least 2 and at most ``max_chunk``. Large chunks first keep the per-task
+    overhead low; small ones last leave no worker finishing alone after the others have
+    run out of work."""
+    out, start = [], 0
+    lanes = max(1, lanes)
+    while start < n:
+        size = min(max_chunk, max(2, -(-(n - start) // lanes)))
+        out.append(list(range(start, min(n, start + size))))
+        start += size
+    return out
+
+
+def run_sweeps(
+    config: PlantConfig,
+    state: PlantState | None,
+    runs: Mapping[str, Sequence],
+    *,
+    horizon_h: float = 24.0 * 30,
+    replications: int = 200,
+    seed: int = 0,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    fallback_local: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    known_lives: bool = False,
+    default_risk: float | None = None,
+) -> dict[str, ScenarioResult]:
+    """Several sweeps (name -> events) from one starting point, in one pool.
+
+    Every sweep uses the same replication seeds (paired: common random numbers), so each
+    gives the same result as a sweep of its own with that seed; the chunks of all sweeps
+    are interleaved in one pool (local processes or a Dask cluster,
+    :func:`biotwin.execution.executor`), so no sweep waits for another's stragglers.
+    Results are put back by replication index: the outcome does not depend on the pool,
+    its size or the order the chunks finish in.
+
+    Parameters
+    ----------
+    config : PlantConfig
+        The plant.
+    state : PlantState, optional
+        Where to start from (default: an empty, new plant).
+    runs : mapping of str to sequence of events
+        The sweeps: name -> events (see the module docstring), validated first.
+    horizon_h, replications, seed, known_lives, default_risk
+        As in :func:`run_scenario`.
+    workers : int, optional
+        Local processes (default: all cores; 1 runs in this process); ignored on a cluster.
+    scheduler : str, optional
+        A Dask scheduler address; None: ``$DASK_SCHEDULER_ADDRESS``, else local.
+    fallback_local : bool, optional
+        Run locally, with a warning, if the scheduler cannot be reached.
+    progress : callable, optional
+        Called as ``progress(done, total)`` (replications of all sweeps) as chunks finish.
+
+    Returns
+    -------
+    dict of str to ScenarioResult
+        By sweep name; ``meta["ran_on"]`` says where the replications ran.
+
+    Raises
+    ------
+    ScenarioError
+        If the state or an event does not fit the plant, or the arguments are out of range.
+    biotwin.execution.ExecutionError
+        If a named scheduler cannot be used (and no fallback was asked for).
+    """
+    import time
+
+    from biotwin.execution import executor
+
+    if replications < 1:
+        raise ScenarioError(f"replications: must be >= 1; got {replications}")
+    if not horizon_h > 0:
+        raise ScenarioError(f"horizon_h: must be > 0; got {horizon_h}")
+    if not runs:
+        raise ScenarioError("runs: must name at least one sweep; got none")
+    state = state if state is not None else PlantState.empty()
+    runs = {tag: list(evs) for tag, evs in runs.items()}
+    validate_state(state, config)
+    for evs in runs.values():
+        validate_events(evs, config)
+    seeds = replication_seeds(seed, replications)
+    options = {"known_lives": known_lives, "default_risk": default_risk}
+    workers = max(1, min(workers or os.cpu_count() or 1, replications))
+    total = len(runs) * replications
+    out: dict[str, list] = {tag: [None] * replications for tag in runs}
+    done = 0
+    t_start = time.perf_counter()
+    with executor(scheduler, workers, fallback_local=fallback_local) as pool:
+        chunks = sweep_chunks(replications, pool.slots * len(runs))
+        payloads = [
+            (tag, config, state, evs, horizon_h, [seeds[i] for i in c], c, options)
+            for c in chunks
+            for tag, evs in runs.items()
+        ]
+        for tag, reps in pool.stream(_run_chunk, payloads):
+            for i, rep in reps:
+                out[tag][i] = rep
+            done += len(reps)
+            if progress:
+                progress(done, total)
+        ran_on = pool.where
+    seconds = time.perf_counter() - t_start
+    logger.info(
+        "%d sweeps x %d replications in %.2f s on the %s", len(runs), replications, seconds, ran_on
+    )
+    results = {tag: collect(tag, horizon_h, reps, seconds, state) for tag, reps in out.items()}
+    for result in results.values():
+        result.meta["ran_on"] = ran_on
+    return results
 
 
 def run_scenario(
@@ -578,8 +706,10 @@ def run_scenario(
     progress: Callable[[int, int], None] | None = None,
     known_lives: bool = False,
     default_risk: float | None = None,
+    scheduler: str | None = None,
+    fallback_local: bool | None = None,
 ) -> ScenarioResult:
-    """Run ``replications`` replications of a scenario on all cores.
+    """Run ``replications`` replications of a scenario on all cores, or on a cluster.
 
     Parameters
     ----------
@@ -597,63 +727,39 @@ def run_scenario(
         Root of the replication seeds (same seed: same result, and paired replications
         with any other scenario run with this seed).
     workers : int, optional
-        Processes to use (default: all cores; 1 runs in this process).
+        Processes to use (default: all cores; 1 runs in this process); ignored on a
+        cluster.
     progress : callable, optional
         Called as ``progress(done, total)`` as replications finish.
+    scheduler : str, optional
+        A Dask scheduler address (``tcp://HOST:8786``); None: ``$DASK_SCHEDULER_ADDRESS``,
+        else the local pool (docs/cluster.md). The result is the same bit for bit.
+    fallback_local : bool, optional
+        Run locally, with a warning, if the scheduler cannot be reached.
 
     Raises
     ------
     ScenarioError
         If the state or an event does not fit the plant, or the arguments are out of range.
+    biotwin.execution.ExecutionError
+        If a named scheduler cannot be used (and no fallback was asked for).
     """
-    import time
-
-    if replications < 1:
-        raise ScenarioError(f"replications: must be >= 1; got {replications}")
-    if not horizon_h > 0:
-        raise ScenarioError(f"horizon_h: must be > 0; got {horizon_h}")
-    state = state if state is not None else PlantState.empty()
-    events = list(events)
-    validate_state(state, config)
-    validate_events(events, config)
-    seeds = replication_seeds(seed, replications)
-    workers = workers or os.cpu_count() or 1
-    workers = max(1, min(workers, replications))
-    options = {"known_lives": known_lives, "default_risk": default_risk}
-    t_start = time.perf_counter()
-    results: list[Replication | None] = [None] * replications
-    n_chunks = 1 if workers == 1 else min(replications, workers * 4)
-    chunks = [list(range(replications))[i::n_chunks] for i in range(n_chunks)]
-    payloads = [
-        (config, state, events, horizon_h, [seeds[i] for i in c], c, options) for c in chunks
-    ]
-    done = 0
-    if workers == 1:
-        for payload in payloads:
-            for i, rep in _run_chunk(payload):
-                results[i] = rep
-                done += 1
-                if progress:
-                    progress(done, replications)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=_context()) as pool:
-            futures = [pool.submit(_run_chunk, p) for p in payloads]
-            for fut in as_completed(futures):
-                for i, rep in fut.result():
-                    results[i] = rep
-                done += len(chunks[futures.index(fut)])
-                if progress:
-                    progress(done, replications)
-    seconds = time.perf_counter() - t_start
-    logger.info("scenario %s: %d replications in %.2f s", name, replications, seconds)
-    return collect(name, horizon_h, results, seconds, state)
-
-
-def _context():
-    """fork where it is safe and fast (Linux), spawn elsewhere."""
-    import sys
-
-    return get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    result = run_sweeps(
+        config,
+        state,
+        {name: events},
+        horizon_h=horizon_h,
+        replications=replications,
+        seed=seed,
+        workers=workers,
+        scheduler=scheduler,
+        fallback_local=fallback_local,
+        progress=progress,
+        known_lives=known_lives,
+        default_risk=default_risk,
+    )[name]
+    logger.info("scenario %s: %d replications in %.2f s", name, replications, result.seconds)
+    return result
 
 
 def collect(

@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from biotwin.execution import ExecutionError
 from dashboard.localtime import local, local_text, plant_tz
 from dashboard.maintenance import best_pm_window, reason_in_words
 from dashboard.plant import data_dir, live_state, plant_now
@@ -117,15 +118,20 @@ if not can_run:
 if go and can_run:
     state, _notes = live_state(h, plant)
     bar = st.progress(0.0)
-    table = best_pm_window(
-        plant,
-        state,
-        asset,
-        days=days,
-        step_h=step,
-        replications=int(reps),
-        progress=lambda d, n: bar.progress(d / n, text=f"candidate {d} of {n}"),
-    )
+    try:  # on the local pool, or the Dask cluster of $DASK_SCHEDULER_ADDRESS (`up --scheduler`)
+        table = best_pm_window(
+            plant,
+            state,
+            asset,
+            days=days,
+            step_h=step,
+            replications=int(reps),
+            progress=lambda d, n: bar.progress(d / n, text=f"replications {d} of {n}"),
+        )
+    except ExecutionError as exc:
+        bar.empty()
+        st.error(f"No window searched: {exc}")
+        st.stop()
     best = table.iloc[0]
     when = now + pd.Timedelta(hours=float(best["start_h"]))
     close = table.iloc[1:][~table.iloc[1:]["clearly_worse"]]

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from connectors.historian import Historian
+from connectors.push_sources import read_statuses
 from dashboard.audit import AuditTrail, SignatureError
 from dashboard.events import (
     ACK_ROLES,
@@ -18,6 +19,7 @@ from dashboard.events import (
 )
 from dashboard.localtime import tz_problem
 from dashboard.plant import data_dir, plant_now
+from dashboard.push import push_table
 from dashboard.session import historian, roles
 from dashboard.trends import TIME_RANGES, freshness, local_text, local_tz, tz_name
 
@@ -53,6 +55,15 @@ st.caption(
     f"From {local_text(start, tz)} to the newest sample, {local_text(end, tz)}; ongoing "
     "alarms and the latest model scores are always listed."
 )
+
+pushed = read_statuses(store)
+if pushed:
+    st.subheader("Push sources")
+    st.dataframe(push_table(pushed), hide_index=True, width="stretch", key="ev_push")
+    st.caption(
+        "What OT systems push into `biotwin receive` (OPC UA writes and history updates, "
+        f"PubSub over MQTT); last value: its source time, in {tz_name(tz)}."
+    )
 
 base = with_state(events(str(store), start, end), trail, tz=tz)  # states read fresh
 if kinds:

@@ -23,6 +23,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from biotwin.execution import ExecutionError
 from dashboard import saved as saved_mod
 from dashboard.plant import data_dir, live_state
 from dashboard.session import config, historian, roles
@@ -330,21 +331,27 @@ elif submitted:
             bar.progress(done / total, text=f"replications {done} of {total}")
 
     base = baselines().get(key, wait=True)
-    base, what, parts = run_study(
-        plant,
-        state,
-        scenario.events,
-        author=author,
-        levers=levers,
-        horizon_h=scenario.horizon_h,
-        replications=reps,
-        seed=seed,
-        name=name,
-        baseline=base,
-        progress=advance,
-    )
+    try:  # on the local pool, or the Dask cluster of $DASK_SCHEDULER_ADDRESS (`up --scheduler`)
+        base, what, parts = run_study(
+            plant,
+            state,
+            scenario.events,
+            author=author,
+            levers=levers,
+            horizon_h=scenario.horizon_h,
+            replications=reps,
+            seed=seed,
+            name=name,
+            baseline=base,
+            progress=advance,
+        )
+    except ExecutionError as exc:
+        bar.empty()
+        st.error(f"Not run and not saved: {exc}")
+        st.stop()
     baselines().put(key, base)
-    bar.progress(1.0, text=f"done: {what.seconds:.1f} s of replications")
+    ran_on = what.meta.get("ran_on", "local pool")
+    bar.progress(1.0, text=f"done: {what.seconds:.1f} s of replications on the {ran_on}")
     prior = twin_good_rate(base)
     rate = good_rate(outcomes, 1.0 if prior is None else prior)
     options["good_rate"] = {
