@@ -1,6 +1,6 @@
 """One execution seam for independent work: a local process pool, or a Dask cluster.
 
-Scenario replications, PM-window candidates and (later) model-selection folds are many
+Scenario replications, PM-window candidates and model-selection folds are many
 pure tasks. :func:`executor` gives them one ``concurrent.futures.Executor`` to run on,
 whatever is behind it:
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from biotwin.execution import ExecutionError
 from quality.errors import QualityError
 
 console = Console()
@@ -91,6 +92,17 @@ def _metrics_column(title: str, metrics: dict) -> Table:
 # ---------------------------------------------------------------------- train / score
 
 
+#: where the cross-validation folds run (quality.folds, docs/cluster.md)
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Dask scheduler (tcp://HOST:8786) for the cross-validation folds; default "
+        "$DASK_SCHEDULER_ADDRESS, else this machine. The same model either way.",
+    ),
+]
+
+
 def train(
     twin: TwinDir = None,
     data_dir: DataDir = None,
@@ -118,6 +130,7 @@ def train(
         list[str] | None,
         typer.Option(help="With --outcomes: context known at start, e.g. lot attributes."),
     ] = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Train both model families on twin history and register them (not yet approved).
 
@@ -131,14 +144,24 @@ def train(
         if twin is not None:
             _fail(ValueError("--twin and --outcomes: choose one source (twin or historian)"))
         _train_from_historian(
-            store, outcomes, seed, batch_col, label_col, class_col, cqa_col, context_col
+            store,
+            outcomes,
+            seed,
+            batch_col,
+            label_col,
+            class_col,
+            cqa_col,
+            context_col,
+            scheduler=scheduler,
         )
         return
     try:
         with console.status("preparing training history...") as status:
             source = twin or ensure_training_data(store, days=days)
-            done = train_all(source, _registry(store), seed=seed, progress=status.update)
-    except (QualityError, OSError) as exc:
+            done = train_all(
+                source, _registry(store), seed=seed, progress=status.update, scheduler=scheduler
+            )
+    except (QualityError, OSError, ExecutionError) as exc:
         _fail(exc)
     dev_version, dev_metrics = done["deviation"]
     rows = [
@@ -169,7 +192,16 @@ def train(
 
 
 def _train_from_historian(
-    store: Path, outcomes, seed, batch_col, label_col, class_col, cqa_col, context_col
+    store: Path,
+    outcomes,
+    seed,
+    batch_col,
+    label_col,
+    class_col,
+    cqa_col,
+    context_col,
+    *,
+    scheduler=None,
 ) -> None:
     from connectors.historian import Historian, HistorianError
     from quality.data import read_table
@@ -193,10 +225,13 @@ def _train_from_historian(
             )
             status.update("training the deviation model")
             model, meta, metrics = train_deviation(
-                history, seed=seed, source=f"historian {store / 'historian'} + {outcomes}"
+                history,
+                seed=seed,
+                source=f"historian {store / 'historian'} + {outcomes}",
+                scheduler=scheduler,
             )
             version = _registry(store).register(model, meta)
-    except (QualityError, HistorianError, OSError) as exc:
+    except (QualityError, HistorianError, OSError, ExecutionError) as exc:
         _fail(exc)
     rows = [
         {k: r.get(k) for k in ("progress", "n", "positives", "roc_auc", "envelope_rule_auc")}
@@ -457,6 +492,7 @@ def deviation_fit(
         ),
     ] = 0.0,
     seed: Seed = 0,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Fit the deviation model on your batches: pipeline and calibration chosen by grouped
     cross-validation, then refitted on all of them (or on all but a held-out share)."""
@@ -480,7 +516,7 @@ def deviation_fit(
             bin_h=bin_h,
         )
         fitted, meta, metrics = train_deviation(
-            history, seed=seed, source=str(series), test_share=holdout
+            history, seed=seed, source=str(series), test_share=holdout, scheduler=scheduler
         )
         meta["version"] = f"deviation-{meta['model_sha256'][:12]}"
         meta["columns"] = {
@@ -492,7 +528,7 @@ def deviation_fit(
             "bin_h": bin_h,
         }
         save_model(model, fitted, meta)
-    except (QualityError, OSError) as exc:
+    except (QualityError, OSError, ExecutionError) as exc:
         _fail(exc)
     _print_selection(fitted.selection, fitted.calibration)
     if holdout > 0:
@@ -594,6 +630,7 @@ def maintenance_fit(
         ),
     ] = 0.0,
     seed: Seed = 0,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Fit the asset model on your run-to-failure data: features, cap and loss chosen by
     grouped cross-validation, then refitted on all runs."""
@@ -622,11 +659,12 @@ def maintenance_fit(
             n_seeds=n_seeds,
             source=str(runs),
             test_share=holdout,
+            scheduler=scheduler,
         )
         meta["version"] = f"maintenance-{meta['model_sha256'][:12]}"
         meta["columns"] = {"asset": asset_col, "time": time_col, "failure": failure_col}
         save_model(model, fitted, meta)
-    except (QualityError, OSError) as exc:
+    except (QualityError, OSError, ExecutionError) as exc:
         _fail(exc)
     _print_selection(fitted.selection, fitted.calibration)
     flat = {

@@ -43,6 +43,7 @@ from quality.data import BatchHistory
 from quality.errors import InputError, SchemaError
 from quality.explain import format_reasons, linear_reason_pairs, reason_pairs, reason_tags
 from quality.features import BatchFeaturizer, Cube
+from quality.folds import fold_pool, run_folds
 from quality.mspc import Trajectories, TrajectoryModel
 from quality.selection import (
     CandidateResult,
@@ -161,6 +162,12 @@ def _sub_cube(cube: Cube, rows: np.ndarray) -> Cube:
     )
 
 
+def _fold_scores(payload: tuple):
+    """A cross-validation fold as a task (:mod:`quality.folds`): ``DeviationModel._fold``."""
+    model, *args = payload
+    return model._fold(*args)
+
+
 def _trajectories(cube: Cube) -> Trajectories:
     """The cube's running sums for the MSPC pipelines, computed once and kept on it."""
     if getattr(cube, "trajectories", None) is None:
@@ -214,8 +221,12 @@ class DeviationModel:
     calibration: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, history: BatchHistory, batch_ids=None) -> DeviationModel:
+    def fit(self, history: BatchHistory, batch_ids=None, *, scheduler=None) -> DeviationModel:
         """Choose a pipeline by grouped cross-validation, refit it on all batches, calibrate.
+
+        ``scheduler``: a Dask scheduler address for the cross-validation folds (default:
+        ``$DASK_SCHEDULER_ADDRESS``, else this process; :mod:`quality.folds`); the same
+        model either way.
 
         Raises
         ------
@@ -243,7 +254,8 @@ class DeviationModel:
             ids, n_folds, ordered=ordered, seed=self.seed, labels=None if ordered else y_b
         ).to_numpy()
         self.params = {**_scaled_params(self.seed, len(ids)), **self.params}
-        oof = self._cross_validate(history, ids, cube, y_b, fold_b, n_folds)
+        with fold_pool(scheduler) as pool:
+            oof = self._cross_validate(history, ids, cube, y_b, fold_b, n_folds, pool)
         sel = self._select(oof, y_b, fold_b, n_folds, ordered)
         self.chosen = sel.chosen
         self.selection = sel.as_dict()
@@ -305,45 +317,30 @@ class DeviationModel:
             return np.zeros(len(progress), dtype=bool)
         return np.asarray(progress) < EARLY_END
 
-    def _cross_validate(self, history, ids, cube, y_b, fold_b, n_folds) -> dict:
-        """Out-of-fold log-odds, batch x progress grid, of every candidate pipeline."""
+    def _cross_validate(self, history, ids, cube, y_b, fold_b, n_folds, pool=None) -> dict:
+        """Out-of-fold log-odds, batch x progress grid, of every candidate pipeline (the
+        folds in ``pool``: :mod:`quality.folds`)."""
         n_p = len(self.progress_grid)
         cap = int(self.params["n_estimators"])
         rounds = [r for r in ROUND_CANDIDATES if r < cap] + [cap]
-        lgbm_oof = np.zeros((len(rounds), len(ids), n_p))
         linear = [c for c in LINEAR if c in self.candidates]
-        oof = {c: np.zeros((len(ids), n_p)) for c in linear}
-        all_tr = _trajectories(cube)
         for k in range(n_folds):
-            train, held = np.flatnonzero(fold_b != k), np.flatnonzero(fold_b == k)
-            if len(held) == 0 or len(np.unique(y_b[train])) < 2:
+            train, held = fold_b != k, fold_b == k
+            if not held.any() or len(np.unique(y_b[train])) < 2:
                 raise InputError(
                     "label: a cross-validation fold's training batches have one outcome only; "
                     "more batches of each outcome are needed"
                 )
-            # the envelope is re-learned without the held-out batches
-            feat = copy.copy(self.featurizer)
-            train_cube = _sub_cube(cube, train)  # one cube: its running sums are kept on it
-            feat.learn_envelope(train_cube, ~y_b[train])
-            Xtr = pd.concat(
-                [feat.transform(history, ids[train], p, train_cube) for p in self.progress_grid]
-            )
-            ytr = np.tile(y_b[train], n_p)
-            model = lgb.LGBMClassifier(**self.params).fit(Xtr, ytr)
-            held_cube = _sub_cube(cube, held)
-            for j, p in enumerate(self.progress_grid):
-                M = _feature_matrix(feat.transform(history, ids[held], p, held_cube))
-                for r, n_rounds in enumerate(rounds):
-                    lgbm_oof[r, held, j] = model.booster_.predict(
-                        M, raw_score=True, num_iteration=n_rounds
-                    )
+        _trajectories(cube)  # computed once, here, and shipped with the cube
+        payloads = [
+            (self, history, ids, cube, y_b, fold_b, k, rounds, linear) for k in range(n_folds)
+        ]
+        lgbm_oof = np.zeros((len(rounds), len(ids), n_p))
+        oof = {c: np.zeros((len(ids), n_p)) for c in linear}
+        for held, lgbm_held, linear_held in run_folds(pool, _fold_scores, payloads):
+            lgbm_oof[:, held] = lgbm_held
             for name in linear:
-                traj = self._trajectory(name).fit(
-                    all_tr.take(train), y_b[train], **self._cube_meta()
-                )
-                held_tr = all_tr.take(held)
-                for j, p in enumerate(self.progress_grid):
-                    oof[name][held, j] = traj.raw(held_tr, p)
+                oof[name][held] = linear_held[name]
         y_rows = np.repeat(y_b[:, None], n_p, axis=1)
         loss = [_log_loss(y_rows.ravel(), lgbm_oof[r].ravel()) for r in range(len(rounds))]
         best = int(np.argmin(loss))  # the first minimum: the fewest rounds among equals
@@ -352,6 +349,34 @@ class DeviationModel:
         logger.info("boosting rounds chosen by grouped CV: %d of %d", self.rounds, cap)
         oof["lgbm"] = lgbm_oof[best]
         return oof
+
+    def _fold(self, history, ids, cube, y_b, fold_b, k, rounds, linear):
+        """Fold ``k``: the held-out rows, their LightGBM log-odds (rounds x rows x progress)
+        and each linear pipeline's (rows x progress), every model fitted without them."""
+        train, held = np.flatnonzero(fold_b != k), np.flatnonzero(fold_b == k)
+        n_p = len(self.progress_grid)
+        # the envelope is re-learned without the held-out batches
+        feat = copy.copy(self.featurizer)
+        train_cube = _sub_cube(cube, train)  # one cube: its running sums are kept on it
+        feat.learn_envelope(train_cube, ~y_b[train])
+        Xtr = pd.concat(
+            [feat.transform(history, ids[train], p, train_cube) for p in self.progress_grid]
+        )
+        ytr = np.tile(y_b[train], n_p)
+        model = lgb.LGBMClassifier(**self.params).fit(Xtr, ytr)
+        held_cube = _sub_cube(cube, held)
+        lgbm = np.zeros((len(rounds), len(held), n_p))
+        for j, p in enumerate(self.progress_grid):
+            M = _feature_matrix(feat.transform(history, ids[held], p, held_cube))
+            for r, n_rounds in enumerate(rounds):
+                lgbm[r, :, j] = model.booster_.predict(M, raw_score=True, num_iteration=n_rounds)
+        all_tr = _trajectories(cube)
+        out = {}
+        for name in linear:
+            traj = self._trajectory(name).fit(all_tr.take(train), y_b[train], **self._cube_meta())
+            held_tr = all_tr.take(held)
+            out[name] = np.column_stack([traj.raw(held_tr, p) for p in self.progress_grid])
+        return held, lgbm, out
 
     def _select(self, oof: dict, y_b, fold_b, n_folds, ordered) -> Selection:
         cols = [j for j, p in enumerate(self.progress_grid) if p in SELECTION_PROGRESS]

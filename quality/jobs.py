@@ -89,6 +89,7 @@ def train_all(
     horizon_h: float = 168.0,
     progress: Callable[[str], None] | None = None,
     inputs: str = "live",
+    scheduler: str | None = None,
 ) -> dict[str, tuple[str, dict]]:
     """Train and register both families from twin output; returns family -> (version, metrics).
 
@@ -99,6 +100,8 @@ def train_all(
         ``"live"`` (default), only what ``biotwin score`` finds in the historian (the
         plant's tags and the production unit), so that live scores miss no input; ``"all"``
         adds the twin's raw-material lot attributes, which the historian never holds.
+    scheduler : str, optional
+        Dask scheduler for the cross-validation folds (:mod:`quality.folds`).
 
     Raises
     ------
@@ -109,13 +112,15 @@ def train_all(
     say("reading batch histories")
     batches = batch_history_from_twin(twin_dir, inputs=inputs)
     say("training the deviation model")
-    model, meta, metrics = train_deviation(batches, seed=seed, source=str(twin_dir))
+    model, meta, metrics = train_deviation(
+        batches, seed=seed, source=str(twin_dir), scheduler=scheduler
+    )
     out = {"deviation": (registry.register(model, meta), metrics)}
     say("reading asset histories")
     runs = run_history_from_twin(twin_dir)
     say("training the maintenance model")
     model, meta, metrics = train_maintenance(
-        runs, seed=seed, horizon=horizon_h, source=str(twin_dir)
+        runs, seed=seed, horizon=horizon_h, source=str(twin_dir), scheduler=scheduler
     )
     out["maintenance"] = (registry.register(model, meta), metrics)
     return out

@@ -41,6 +41,7 @@ from quality.calibration import choose_calibrator
 from quality.data import RunHistory
 from quality.errors import InputError, SchemaError
 from quality.explain import _fmt
+from quality.folds import fold_pool, run_folds
 from quality.selection import CandidateResult, bootstrap_interval, choose, group_folds
 
 __all__ = ["MaintenanceModel", "phm_score", "run_features", "split_runs"]
@@ -238,6 +239,15 @@ def phm_score(error: np.ndarray) -> float:
     return float(np.sum(np.where(d < 0, np.exp(-d / 13.0) - 1.0, np.exp(d / 10.0) - 1.0)))
 
 
+def _rul_fold(payload: tuple) -> np.ndarray:
+    """A cross-validation fold as a task (:mod:`quality.folds`): the RUL regressor fitted on
+    the fold's training rows, its predictions of the held-out rows at each of
+    :data:`ROUNDS`."""
+    params, X_train, y_train, X_held = payload
+    m = lgb.LGBMRegressor(**params).fit(X_train, y_train)
+    return np.array([np.maximum(m.predict(X_held, num_iteration=n), 0.0) for n in ROUNDS])
+
+
 def _known_target(failed: np.ndarray, rul: np.ndarray, cap: float | None) -> np.ndarray:
     """Rows whose (capped) RUL target is known: every row of a failed run, and the rows of
     a censored run observed at least ``cap`` before its censoring (their capped RUL is the
@@ -328,8 +338,12 @@ class MaintenanceModel:
         )
 
     # ------------------------------------------------------------------ fit
-    def fit(self, history: RunHistory, run_ids=None) -> MaintenanceModel:
+    def fit(self, history: RunHistory, run_ids=None, *, scheduler=None) -> MaintenanceModel:
         """Choose features, cap and loss by grouped cross-validation; refit on ``run_ids``.
+
+        ``scheduler``: a Dask scheduler address for the cross-validation folds (default:
+        ``$DASK_SCHEDULER_ADDRESS``, else this process; :mod:`quality.folds`); the same
+        model either way.
 
         Raises
         ------
@@ -384,7 +398,8 @@ class MaintenanceModel:
             groups = r.groupby("run")["asset"].first()
             fold_of = fold_a.reindex(groups.to_numpy()).set_axis(groups.index)
         fold = fold_of.reindex(r["run"]).to_numpy()
-        self._select(sub, window_sets, fold, median_life)
+        with fold_pool(scheduler) as pool:
+            self._select(sub, window_sets, fold, median_life, pool)
         self._final_fit(sub, fold)
         return self
 
@@ -394,22 +409,26 @@ class MaintenanceModel:
         scale = cap if cap is not None else float(np.nanmedian(truth))
         return {"objective": "huber", "alpha": HUBER_SHARE * scale}
 
-    def _cv_rul(self, X, truth, has, fold, *, cap, loss, trees="15 leaves") -> np.ndarray:
+    def _cv_rul(
+        self, X, truth, has, fold, *, cap, loss, trees="15 leaves", pool=None
+    ) -> np.ndarray:
         """Out-of-fold RUL predictions at each of :data:`ROUNDS` (rounds x rows; NaN outside
-        failed runs)."""
+        failed runs); the folds in ``pool`` (:mod:`quality.folds`)."""
         y = truth if cap is None else np.minimum(truth, cap)
         learn = _known_target(has, truth, cap)
         out = np.full((len(ROUNDS), len(X)), np.nan)
         extra = self._loss_params(loss, cap, truth[has])
         stride = _stride(len(X), int(learn.sum()))
+        payloads, targets = [], []
         for k in np.unique(fold):
             tr, te = learn & (fold != k) & stride, has & (fold == k)
             if not tr.any() or not te.any():
                 continue
             params = self._params(int(tr.sum()), **{**TREES[trees], **extra})
-            m = lgb.LGBMRegressor(**params).fit(X[tr], y[tr])
-            for j, n in enumerate(ROUNDS):
-                out[j, te] = np.maximum(m.predict(X[te], num_iteration=n), 0.0)
+            payloads.append((params, X[tr], y[tr], X[te]))
+            targets.append(te)
+        for te, preds in zip(targets, run_folds(pool, _rul_fold, payloads), strict=True):
+            out[:, te] = preds
         return out
 
     def _result(self, name, desc, preds, truth_eval, has, fold, extra):
@@ -437,7 +456,7 @@ class MaintenanceModel:
         )
         return result, pred
 
-    def _select(self, sub: RunHistory, window_sets, fold, median_life) -> None:
+    def _select(self, sub: RunHistory, window_sets, fold, median_life, pool=None) -> None:
         r = sub.rows
         truth = r["rul"].to_numpy(dtype=float)
         has = r["failed_run"].to_numpy()
@@ -448,7 +467,7 @@ class MaintenanceModel:
         for ws in window_sets:
             X = self._features(sub, ws)
             name = "windows " + ",".join(map(str, ws))
-            preds = self._cv_rul(X, truth, has, fold, cap=first_cap, loss="l2")
+            preds = self._cv_rul(X, truth, has, fold, cap=first_cap, loss="l2", pool=pool)
             res, pred = self._result(
                 name,
                 f"trailing windows of {ws} observations",
@@ -469,7 +488,7 @@ class MaintenanceModel:
         variants += [(cap, "l2", "15 leaves") for cap in caps if cap != first_cap]
         for cap, loss, trees in variants:
             name = f"windows {','.join(map(str, best_ws))}, cap {_cap_text(cap)}, {loss}, {trees}"
-            preds = self._cv_rul(X, truth, has, fold, cap=cap, loss=loss, trees=trees)
+            preds = self._cv_rul(X, truth, has, fold, cap=cap, loss=loss, trees=trees, pool=pool)
             res, pred = self._result(
                 name,
                 f"windows {best_ws}, RUL cap {_cap_text(cap)}, {loss} loss, {trees}",

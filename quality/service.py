@@ -281,7 +281,12 @@ def _meta(family, model, seed, fingerprint, training, metrics, use, limits, ref)
 
 
 def train_deviation(
-    history: BatchHistory, *, seed: int = 0, source: str = "", test_share: float = TEST_SHARE
+    history: BatchHistory,
+    *,
+    seed: int = 0,
+    source: str = "",
+    test_share: float = TEST_SHARE,
+    scheduler: str | None = None,
 ):
     """Fit on the earlier batches, validate on the later ones.
 
@@ -295,7 +300,7 @@ def train_deviation(
         train_ids, test_ids = split_batches(history, test_share)
     else:
         train_ids, test_ids = labelled, pd.Index([])
-    model = DeviationModel(seed=seed).fit(history, train_ids)
+    model = DeviationModel(seed=seed).fit(history, train_ids, scheduler=scheduler)
     if len(test_ids):
         metrics = evaluate_deviation(model, history, test_ids)
     else:
@@ -387,6 +392,7 @@ def train_maintenance(
     n_seeds: int = 1,
     source: str = "",
     test_share: float = TEST_SHARE,
+    scheduler: str | None = None,
 ):
     """Choose and fit by grouped cross-validation; validate on held-out runs if asked.
 
@@ -404,7 +410,7 @@ def train_maintenance(
         seed=seed,
         setting_cols=list(setting_cols or []),
         n_seeds=n_seeds,
-    ).fit(runs, train_runs)
+    ).fit(runs, train_runs, scheduler=scheduler)
     chosen = next(
         c for c in model.selection["candidates"] if c["name"] == model.selection["chosen"]
     )

@@ -1,6 +1,7 @@
 """Sweeps on a real Dask cluster (docs/cluster.md): the same KPIs as the local pool, bit for
 bit, with a worker killed mid-sweep too; one clear line for a scheduler that is not there;
-``biotwin scenario run``; the historian read by dask.dataframe as docs/historian.md shows.
+``biotwin scenario run``; model selection's folds on the cluster choosing the same model;
+the historian read by dask.dataframe as docs/historian.md shows.
 
 The cluster is real: ``dask scheduler`` and two ``dask worker --nthreads 1`` processes on
 127.0.0.1, started by this module, talking TCP.
@@ -21,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import distributed
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,8 +32,6 @@ from biotwin.execution import ENV_SCHEDULER, ExecutionError, executor
 from twin.line import Line
 from twin.scenarios import AssetOutage, DemandChange, replication_seeds, run_scenario
 from twin.state import PlantState, snapshot
-
-distributed = pytest.importorskip("distributed")
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = {"horizon_h": 24.0 * 12, "replications": 200, "seed": 4}
@@ -558,3 +558,27 @@ def test_the_documented_dask_query_gives_the_historians_answer(cluster, tmp_path
     )
     assert len(result) == 2 * 3
     assert (result > 30).all()  # the retried -1 values never counted
+
+
+# ---------------------------------------------------------------------- model selection
+def test_model_selection_on_the_cluster_chooses_the_local_model(cluster):
+    """Both families' cross-validation folds as cluster tasks: the same candidates' CV
+    figures, the same choice and the same fitted model as in this process."""
+    from quality.data import run_history
+    from quality.deviation import DeviationModel
+    from quality.maintenance import MaintenanceModel
+    from quality.service import model_fingerprint
+    from tests.test_model_selection import _batches, _history, _units
+
+    series, outcomes = _batches(n=24, seed=3, hours=20)
+    history = _history(series, outcomes)
+    here = DeviationModel(seed=0).fit(history, scheduler="local")
+    there = DeviationModel(seed=0).fit(history, scheduler=cluster.address)
+    assert there.selection == here.selection
+    assert model_fingerprint(there) == model_fingerprint(here)
+
+    runs = run_history(_units(n=8, seed=2), asset_col="unit", time_col="cycle")
+    here = MaintenanceModel(seed=0).fit(runs, scheduler="local")
+    there = MaintenanceModel(seed=0).fit(runs, scheduler=cluster.address)
+    assert there.selection == here.selection
+    assert model_fingerprint(there) == model_fingerprint(here)
