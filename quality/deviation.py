@@ -62,7 +62,8 @@ logger = logging.getLogger(__name__)
 PROGRESS_GRID = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
 #: threads of BLAS and OpenMP while scoring: one. Scoring works on tens to hundreds of rows,
 #: where a second thread costs more than it saves, and spin-waiting threads make it several
-#: times slower when the machine's other core is busy, as it is in the live plant
+#: times slower when the machine's other core is busy, as it is in the live plant. (With
+#: explanations only BLAS is held to one: LightGBM's SHAP values use both cores well.)
 SCORING_THREADS = 1
 #: the reasons of a batch at a progress where cross-validation showed no ranking evidence
 NO_EVIDENCE = (
@@ -570,7 +571,7 @@ class DeviationModel:
         raw, _ = self._raw(history, ids, progress, cube, frame=False)
         return self.calibrator.predict(raw, progress)
 
-    @threadpool_limits.wrap(limits=SCORING_THREADS)
+    @threadpool_limits.wrap(limits=SCORING_THREADS, user_api="blas")
     def predict(
         self,
         history: BatchHistory,
