@@ -27,6 +27,7 @@ __all__ = [
     "as_frame",
     "as_time",
     "check_tags",
+    "context_row",
     "empty",
     "quality_from_status",
     "require",
@@ -297,3 +298,16 @@ def validate_batch_context(rows) -> pa.Table:
     return pa.Table.from_pandas(
         frame[BATCH_SCHEMA.names], schema=BATCH_SCHEMA, preserve_index=False
     )
+
+
+def context_row(unit: str, cur: dict) -> dict:
+    """A batch context row (:data:`BATCH_SCHEMA`, without ``end_time``) of ``unit`` from its
+    current context values (``BatchId``, ``Recipe``, ``Phase``, ``State``, ``start_time``)."""
+    return {
+        "batch_id": cur.get("BatchId") or None,
+        "unit": unit,
+        "recipe": cur.get("Recipe") or None,
+        "phase": cur.get("Phase") or None,
+        "state": cur.get("State") or "unknown",
+        "start_time": cur["start_time"],
+    }

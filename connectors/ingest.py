@@ -61,6 +61,7 @@ import pandas as pd
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
+from connectors._rows import context_row
 from connectors.alarms import record as record_alarm
 from connectors.historian import (
     FLAG_BACKFILLED,
@@ -732,10 +733,10 @@ class Ingest:
             ts = cur["start_time"]
         rows = []
         if cur["start_time"] is not None and cur["start_time"] != ts:
-            rows.append({**_context_row(unit, cur), "end_time": ts})
+            rows.append({**context_row(unit, cur), "end_time": ts})
         cur[name] = value  # several fields changing at one time: one new row
         cur["start_time"] = ts
-        rows.append({**_context_row(unit, cur), "end_time": None})
+        rows.append({**context_row(unit, cur), "end_time": None})
         try:
             self.historian.append_batch_context(pd.DataFrame(rows))
         except (OSError, HistorianError):  # never at the cost of the values in this publish
@@ -967,17 +968,6 @@ class Ingest:
         tmp.rename(self.spool_dir / name)
         logger.warning("ingest: spilled %d rows to %s", len(rows), name)
         self._pending, self._pending_rows = [], 0
-
-
-def _context_row(unit: str, cur: dict) -> dict:
-    return {
-        "batch_id": cur.get("BatchId") or None,
-        "unit": unit,
-        "recipe": cur.get("Recipe") or None,
-        "phase": cur.get("Phase") or None,
-        "state": cur.get("State") or "unknown",
-        "start_time": cur["start_time"],
-    }
 
 
 def _utc(ts: datetime | None) -> datetime | None:

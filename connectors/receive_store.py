@@ -48,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 from asyncua import ua
 
+from connectors._rows import context_row
 from connectors._tables import SideTable
 from connectors.historian import Historian, quality_from_status
 from connectors.lab_results import LabResults
@@ -182,25 +183,14 @@ class ContextTracker:
                 )
                 ts = cur["start_time"]
             if cur["start_time"] is not None and cur["start_time"] != ts:
-                rows.append({**_context_row(unit, cur), "end_time": ts})
+                rows.append({**context_row(unit, cur), "end_time": ts})
             cur[name] = value
             cur["start_time"] = ts
-            rows.append({**_context_row(unit, cur), "end_time": None})
+            rows.append({**context_row(unit, cur), "end_time": None})
         return rows, state
 
     def apply(self, state: dict) -> None:
         self.current = state
-
-
-def _context_row(unit: str, cur: dict) -> dict:
-    return {
-        "batch_id": cur.get("BatchId") or None,
-        "unit": unit,
-        "recipe": cur.get("Recipe") or None,
-        "phase": cur.get("Phase") or None,
-        "state": cur.get("State") or "unknown",
-        "start_time": cur["start_time"],
-    }
 
 
 @dataclass
