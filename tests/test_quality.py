@@ -125,7 +125,7 @@ def test_shuffled_training_labels_leave_the_model_without_a_claim(history):
     batch is against the training batches whatever their labels, and deviating batches are
     unusual; a random sign on that gives |AUC - 0.5| up to ~0.15.)"""
     train, test = split_batches(history)
-    train = train[-300:]  # the latest 300 training batches: enough to learn, if there were
+    train = train[-200:]  # the latest 200 training batches: enough to learn, if there were
     shuffled = history.subset(history.outcomes.index)
     rng = np.random.default_rng(0)
     labels = shuffled.outcomes["label"].copy()
