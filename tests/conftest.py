@@ -76,6 +76,19 @@ def config():
 
 
 @pytest.fixture(scope="session")
+def plant_100d(config):
+    """The plant 100 days into a run (seed 3): batches on units, in QC, assets worn
+    (twin.state.PlantState, the start of the scenario sweeps' tests)."""
+    from twin.line import Line
+    from twin.state import snapshot
+
+    line = Line(config, seed=3, log_events=False)
+    line.start(wear_snapshots_h=None)
+    line.env.run(until=24 * 100)
+    return snapshot(line)
+
+
+@pytest.fixture(scope="session")
 def sim_20d(config):
     """A 20-day run of the shipped plant with signals (seed 11)."""
     return simulate(config, days=20, seed=11)

@@ -29,9 +29,7 @@ import pytest
 from typer.testing import CliRunner
 
 from biotwin.execution import ENV_SCHEDULER, ExecutionError, executor
-from twin.line import Line
 from twin.scenarios import AssetOutage, DemandChange, replication_seeds, run_scenario
-from twin.state import PlantState, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = {"horizon_h": 24.0 * 12, "replications": 200, "seed": 4}
@@ -128,12 +126,8 @@ def free_port() -> int:
 
 # ---------------------------------------------------------------------- sweeps
 @pytest.fixture(scope="module")
-def state(config) -> PlantState:
-    """The plant 100 days into a run (seed 3): batches on units, in QC, assets worn."""
-    line = Line(config, seed=3, log_events=False)
-    line.start(wear_snapshots_h=None)
-    line.env.run(until=24 * 100)
-    return snapshot(line)
+def state(plant_100d):
+    return plant_100d
 
 
 @pytest.fixture(scope="module")

@@ -22,18 +22,14 @@ from twin.scenarios import (
     run_replication,
     run_scenario,
 )
-from twin.state import BatchState, PlantState, snapshot, validate_state
+from twin.state import BatchState, PlantState, validate_state
 
 MONTH = 24.0 * 30
 
 
 @pytest.fixture(scope="module")
-def state(config) -> PlantState:
-    """The plant 100 days into a run (seed 3): batches on units, in QC, assets worn."""
-    line = Line(config, seed=3, log_events=False)
-    line.start(wear_snapshots_h=None)
-    line.env.run(until=24 * 100)
-    return snapshot(line)
+def state(plant_100d):
+    return plant_100d
 
 
 @pytest.fixture(scope="module")
