@@ -17,3 +17,8 @@ The pieces, each named after what it does for the plant:
 
 See docs/quality.md for the data contracts and the validation protocol.
 """
+
+from biotwin.memory import prefer_small_pages
+
+# large short-lived arrays: no transparent-hugepage advice (see biotwin.memory)
+prefer_small_pages()
