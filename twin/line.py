@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,45 +56,66 @@ class ShiftBlock:
     operators: int | None = None  # None: all operators of the roster
 
 
-class Crew(simpy.PriorityResource):
-    """The operators on duty: a priority resource whose capacity follows the roster.
+class Crew:
+    """The operators on duty: a first-come, first-served pool whose size follows the roster.
 
-    A SimPy resource has a fixed capacity; a crew's changes with the shift (``set_roster``)
-    and when operators are taken off duty (``block``). Lowering it pre-empts nobody: the
-    operators at work finish their task, and new requests wait until fewer are busy than
-    are on duty. (Modelling the roster with blocking requests costs two events per
-    operator per shift change; this costs none.)
+    A set-up asks for all the operators it needs at once (:meth:`request` with a number) and
+    gets them together when that many are free; requests are served strictly in arrival
+    order, so a large request at the head holds back smaller ones behind it. That is what
+    one SimPy request per operator gave (the first ones granted wait, held, for the rest),
+    with one event instead of one per operator plus their ``AllOf``.
+
+    The number on duty changes with the shift (:meth:`set_roster`) and when operators are
+    taken off duty (:meth:`block`). Lowering it pre-empts nobody: the operators at work
+    finish their task, and new requests wait until fewer are busy than are on duty.
     """
 
     def __init__(self, env: simpy.Environment, max_operators: int) -> None:
-        super().__init__(env, capacity=max_operators)
+        self.env = env
         self.max_operators = max_operators
         self.on_roster = max_operators
         self.blocked = 0
+        self.busy = 0
+        self.waiting: deque[tuple[int, simpy.Event]] = deque()
 
     @property
     def capacity(self) -> int:
         """Operators on duty now."""
         return max(0, self.on_roster - self.blocked)
 
+    @property
+    def count(self) -> int:
+        """Operators at work now (SimPy's ``Resource.count``)."""
+        return self.busy
+
     def set_roster(self, operators: int) -> None:
         """A new shift starts with ``operators`` on duty."""
         self.on_roster = operators
-        self._trigger_put(None)
+        self._grant()
 
     def block(self, operators: int) -> None:
         """Take ``operators`` off duty (a negative number gives them back)."""
         self.blocked += operators
-        self._trigger_put(None)
+        self._grant()
 
-    def release_now(self, request: simpy.resources.resource.Request) -> None:
-        """Release ``request`` at once, without scheduling a ``Release`` event.
+    def request(self, operators: int = 1) -> simpy.Event:
+        """An event that succeeds (with the number) once ``operators`` are assigned."""
+        event = self.env.event()
+        self.waiting.append((operators, event))
+        self._grant()
+        return event
 
-        Same effect and same simulated time as :meth:`release` (waiting requests are
-        granted now), one event less; used from callbacks, where nobody waits for it.
-        """
-        self.users.remove(request)
-        self._trigger_put(None)
+    def release_now(self, operators: int = 1) -> None:
+        """Return ``operators`` to the pool at once; waiting requests are served now."""
+        self.busy -= operators
+        self._grant()
+
+    def _grant(self) -> None:
+        capacity = self.capacity
+        while self.waiting and self.busy + self.waiting[0][0] <= capacity:
+            n, event = self.waiting.popleft()
+            self.busy += n
+            event.succeed(n)
 
 
 def put_now(pool: simpy.FilterStore, item) -> None:
@@ -217,7 +239,11 @@ class Line:
 
     # ------------------------------------------------------------------ helpers
     def _rng(self, stream: int, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, stream, index])
+        # the stream of ``np.random.default_rng([seed, stream, index])``, built without
+        # default_rng's argument checks (40 % of its cost; a batch draws one)
+        return np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence([self.seed, stream, index]))
+        )
 
     def _log(self, kind: str, unit: str | None, batch: str | None, detail: str = "") -> None:
         if self.log_events:
@@ -422,14 +448,13 @@ class Line:
                         prev_unit = None
                     setup_h = 0.0
                     if step.operators and step.setup_h > 0:
-                        reqs = [self.operators.request() for _ in range(step.operators)]
-                        yield reqs[0] if len(reqs) == 1 else env.all_of(reqs)
+                        yield self.operators.request(step.operators)
                         # The set-up is the first part of the step's hold of the unit; its
                         # operators return to the roster when it ends (by a callback: one
                         # process step less per unit procedure, which the scenarios feel).
                         setup_h = step.setup_h
                         env.timeout(setup_h).callbacks.append(
-                            lambda _event, reqs=reqs: self._release_operators(reqs)
+                            lambda _event, n=step.operators: self.operators.release_now(n)
                         )
                     remaining = batch.durations[step.name] + setup_h
                     record.start_h = env.now + setup_h
@@ -475,10 +500,6 @@ class Line:
                 dev.pending_u = None
                 batch.deviations.append(dev)
         batch.pending_deviations = undecided
-
-    def _release_operators(self, reqs: list) -> None:
-        for req in reqs:
-            self.operators.release_now(req)
 
     def _run_step(self, batch: Batch, unit: Unit, step, remaining: float, record: StepRecord):
         """Hold the unit for the step; handle failures of its assets. Returns True if lost."""
