@@ -167,13 +167,18 @@ def _tag_stats(files: list[Path]) -> str:
 
 
 def _resampled(inner: str, width: pd.Timedelta) -> str:
-    """Buckets aligned on the epoch: mean (NaN ignored), worst quality, OR of flags."""
+    """Buckets aligned on the epoch: mean (NaN ignored), worst quality, OR of flags.
+
+    The mean adds a bucket's values in time order: DuckDB's parallel scan hands them to the
+    aggregate in whatever order its threads finish, and a floating-point sum in another
+    order differs in the last bits, so the same query gave other bits from one call to the
+    next (and a model trained on them other bytes)."""
     us = int(width / pd.Timedelta(microseconds=1))
     return f"""
         SELECT time_bucket(INTERVAL '{us} microseconds', time,
                            TIMESTAMPTZ '1970-01-01 00:00:00+00') AS time,
                tag,
-               avg(value) FILTER (WHERE NOT isnan(value)) AS value,
+               avg(value ORDER BY time) FILTER (WHERE NOT isnan(value)) AS value,
                first(status ORDER BY quality DESC, time) AS status,
                max(quality) AS quality,
                bit_or(flags) AS flags

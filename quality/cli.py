@@ -97,7 +97,8 @@ SchedulerOption = Annotated[
     str | None,
     typer.Option(
         "--scheduler",
-        help="Dask scheduler (tcp://HOST:8786) for the cross-validation folds; default "
+        help="Dask scheduler (tcp://HOST:8786) for the cross-validation folds (and, for "
+        "`train --outcomes`, reading the historian's batches by partition); default "
         "$DASK_SCHEDULER_ADDRESS, else this machine. The same model either way.",
     ),
 ]
@@ -222,6 +223,7 @@ def _train_from_historian(
                 class_col=class_col,
                 cqa_cols=cqa_col,
                 context_cols=context_col,
+                scheduler=scheduler,
             )
             status.update("training the deviation model")
             model, meta, metrics = train_deviation(

@@ -45,6 +45,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from biotwin.execution import resolve_scheduler
 from quality.errors import InputError
 
 __all__ = [
@@ -456,7 +457,11 @@ def _bin_sql(bin_h: float) -> str:
 
 
 def _bin(samples: pd.DataFrame, bin_h: float) -> pd.DataFrame:
-    con = duckdb.connect()
+    """Bins of ``samples`` (:func:`_bin_sql`), the same floating-point sums for the same
+    rows: one DuckDB thread, so each bin's mean and sd add its samples in their order (a
+    parallel aggregation adds them in whatever order its threads finish, which changed
+    the last bits of 5 % of the bins from one read to the next)."""
+    con = duckdb.connect(config={"threads": 1})
     con.register("samples", samples)
     return con.sql(_bin_sql(bin_h)).df()
 
@@ -813,7 +818,12 @@ def live_tags(config=None) -> set[str]:
 
 
 def batch_history_from_twin(
-    run_dir: str | Path, bin_h: float = 1.0, *, inputs: str = "live", config=None
+    run_dir: str | Path,
+    bin_h: float = 1.0,
+    *,
+    inputs: str = "live",
+    config=None,
+    scheduler: str | None = None,
 ) -> BatchHistory:
     """Batch history from ``biotwin simulate`` output (see docs/data-contracts.md).
 
@@ -841,6 +851,10 @@ def batch_history_from_twin(
     config : twin.config.PlantConfig, optional
         With ``inputs="live"``: the plant whose tags the historian stores (default: the
         shipped plant).
+    scheduler : str, optional
+        A Dask scheduler address (or ``$DASK_SCHEDULER_ADDRESS``) on whose workers each
+        unit's signal file is binned, one task per unit (the workers must see
+        ``run_dir``); the same history as in this process.
 
     Raises
     ------
@@ -854,7 +868,14 @@ def batch_history_from_twin(
     for name in ("batches.parquet", "phases.parquet", "tags.parquet", "signals"):
         if not (run_dir / name).exists():
             raise InputError(f"twin output: {name} is missing in {str(run_dir)!r}")
-    bins = _twin_bins(run_dir, bin_h)
+    if resolve_scheduler(scheduler) is None:
+        bins = _twin_bins(run_dir, bin_h)
+    else:
+        from quality.folds import fold_pool
+
+        with fold_pool(scheduler) as pool:
+            logger.info("binning the twin's unit files on the %s", pool.where)
+            bins = _twin_bins(run_dir, bin_h, pool)
     tags = pd.read_parquet(run_dir / "tags.parquet")
     steps = pd.read_parquet(run_dir / "phases.parquet")[["step", "unit"]].drop_duplicates()
     unit_step = dict(zip(steps["unit"], steps["step"], strict=False))
@@ -1004,14 +1025,14 @@ def _twin_asset_ages(
     return ages[BIN_COLUMNS]
 
 
-def _twin_bins(run_dir: Path, bin_h: float) -> pd.DataFrame:
+def _twin_bins(run_dir: Path, bin_h: float, pool=None) -> pd.DataFrame:
     """Bin each unit's signals by the batch and step the unit held (numpy, one unit at a time).
 
     A unit holds one batch at a time, so each sample is assigned to the step interval that
-    started last before it (a sorted search), if the interval has not ended.
+    started last before it (a sorted search), if the interval has not ended. Each unit's
+    file is one task (:func:`_unit_bins`): in this process, or on the cluster of ``pool``
+    (:mod:`quality.folds`), the parts put together in unit order either way.
     """
-    import pyarrow.parquet as pq
-
     batches = pd.read_parquet(run_dir / "batches.parquet", columns=["batch_id", "start_time"])
     batch_start = batches.dropna().set_index("batch_id")["start_time"]
     phases = pd.read_parquet(run_dir / "phases.parquet")
@@ -1022,57 +1043,67 @@ def _twin_bins(run_dir: Path, bin_h: float) -> pd.DataFrame:
     )
     tags = pd.read_parquet(run_dir / "tags.parquet")
     signal = dict(zip(tags["tag"], tags["signal"], strict=True))
-    ms = 3_600_000.0
-    parts = []
-    for unit, iv in steps.groupby("unit", sort=True):
-        path = run_dir / "signals" / f"{unit}.parquet"
-        if not path.exists():
-            continue
-        iv = iv.sort_values("s")
-        s0, e0, b0 = _ms(iv["s"]), _ms(iv["e"]), _ms(iv["b0"])
-        table = pq.read_table(path, columns=["time", "tag", "value", "quality"])
-        time = table.column("time").cast("int64").to_numpy()
-        idx = np.searchsorted(s0, time, side="right") - 1
-        keep = (idx >= 0) & (time < e0[np.maximum(idx, 0)])
-        if not keep.any():
-            continue
-        idx, time = idx[keep], time[keep]
-        tag_codes, tag_names = _codes(table.column("tag"))
-        q_codes, q_names = _codes(table.column("quality"))
-        value = table.column("value").to_numpy()[keep]
-        good_code = q_names.index("good") if "good" in q_names else -1
-        bad = (q_codes[keep] != good_code) | np.isnan(value)
-        # setpoints carry no information; hour meters enter as asset ages (asset.* series)
-        setpoint = np.array([signal.get(t, "").endswith(SKIP_SIGNALS) for t in tag_names] + [True])
-        code = tag_codes[keep]
-        use = ~setpoint[code]
-        idx, time, code, value, bad = idx[use], time[use], code[use], value[use], bad[use]
-        bins = np.floor((time - s0[idx]) / ms / bin_h).astype(np.int64)
-        frame = pd.DataFrame(
-            {
-                "key": (idx.astype(np.int64) * len(tag_names) + code) * 100_000 + bins,
-                "t_h": (time - b0[idx]) / ms,
-                "value": np.where(bad, np.nan, value),
-                "bad": bad.astype(float),
-            }
-        )
-        out = frame.groupby("key", sort=True).agg(
-            t_h=("t_h", "max"), value=("value", "mean"), sd=("value", "std"), bad=("bad", "mean")
-        )
-        key = out.index.to_numpy()
-        out = out.reset_index(drop=True)
-        out["bin"] = (key % 100_000).astype(np.int32)
-        pair = key // 100_000
-        i, c = pair // len(tag_names), pair % len(tag_names)
-        out["sd"] = out["sd"].fillna(0.0)
-        out["batch_id"] = iv["batch_id"].to_numpy()[i]
-        step_names = iv["step"].to_numpy()[i]
-        sig_names = np.array([signal.get(t, t) for t in tag_names], dtype=object)[c]
-        out["tag"] = step_names + "." + sig_names
-        parts.append(out[BIN_COLUMNS])
+    payloads = [
+        (str(run_dir / "signals" / f"{unit}.parquet"), iv.sort_values("s"), signal, bin_h)
+        for unit, iv in steps.groupby("unit", sort=True)
+        if (run_dir / "signals" / f"{unit}.parquet").exists()
+    ]
+    from quality.folds import run_folds
+
+    parts = [p for p in run_folds(pool, _unit_bins, payloads) if p is not None]
     if not parts:
         return pd.DataFrame(columns=BIN_COLUMNS)
     return pd.concat(parts, ignore_index=True)
+
+
+def _unit_bins(payload: tuple) -> pd.DataFrame | None:
+    """One unit's signal file binned by the step intervals ``iv`` it held (None: no sample
+    falls in one). A task of :func:`_twin_bins`."""
+    import pyarrow.parquet as pq
+
+    path, iv, signal, bin_h = payload
+    ms = 3_600_000.0
+    s0, e0, b0 = _ms(iv["s"]), _ms(iv["e"]), _ms(iv["b0"])
+    table = pq.read_table(path, columns=["time", "tag", "value", "quality"])
+    time = table.column("time").cast("int64").to_numpy()
+    idx = np.searchsorted(s0, time, side="right") - 1
+    keep = (idx >= 0) & (time < e0[np.maximum(idx, 0)])
+    if not keep.any():
+        return None
+    idx, time = idx[keep], time[keep]
+    tag_codes, tag_names = _codes(table.column("tag"))
+    q_codes, q_names = _codes(table.column("quality"))
+    value = table.column("value").to_numpy()[keep]
+    good_code = q_names.index("good") if "good" in q_names else -1
+    bad = (q_codes[keep] != good_code) | np.isnan(value)
+    # setpoints carry no information; hour meters enter as asset ages (asset.* series)
+    setpoint = np.array([signal.get(t, "").endswith(SKIP_SIGNALS) for t in tag_names] + [True])
+    code = tag_codes[keep]
+    use = ~setpoint[code]
+    idx, time, code, value, bad = idx[use], time[use], code[use], value[use], bad[use]
+    bins = np.floor((time - s0[idx]) / ms / bin_h).astype(np.int64)
+    frame = pd.DataFrame(
+        {
+            "key": (idx.astype(np.int64) * len(tag_names) + code) * 100_000 + bins,
+            "t_h": (time - b0[idx]) / ms,
+            "value": np.where(bad, np.nan, value),
+            "bad": bad.astype(float),
+        }
+    )
+    out = frame.groupby("key", sort=True).agg(
+        t_h=("t_h", "max"), value=("value", "mean"), sd=("value", "std"), bad=("bad", "mean")
+    )
+    key = out.index.to_numpy()
+    out = out.reset_index(drop=True)
+    out["bin"] = (key % 100_000).astype(np.int32)
+    pair = key // 100_000
+    i, c = pair // len(tag_names), pair % len(tag_names)
+    out["sd"] = out["sd"].fillna(0.0)
+    out["batch_id"] = iv["batch_id"].to_numpy()[i]
+    step_names = iv["step"].to_numpy()[i]
+    sig_names = np.array([signal.get(t, t) for t in tag_names], dtype=object)[c]
+    out["tag"] = step_names + "." + sig_names
+    return out[BIN_COLUMNS]
 
 
 def _codes(column) -> tuple[np.ndarray, list[str]]:

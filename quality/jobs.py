@@ -101,7 +101,8 @@ def train_all(
         plant's tags and the production unit), so that live scores miss no input; ``"all"``
         adds the twin's raw-material lot attributes, which the historian never holds.
     scheduler : str, optional
-        Dask scheduler for the cross-validation folds (:mod:`quality.folds`).
+        Dask scheduler for binning the twin's unit files (one task per unit) and for the
+        cross-validation folds (:mod:`quality.folds`).
 
     Raises
     ------
@@ -110,7 +111,7 @@ def train_all(
     """
     say = progress or (lambda _msg: None)
     say("reading batch histories")
-    batches = batch_history_from_twin(twin_dir, inputs=inputs)
+    batches = batch_history_from_twin(twin_dir, inputs=inputs, scheduler=scheduler)
     say("training the deviation model")
     model, meta, metrics = train_deviation(
         batches, seed=seed, source=str(twin_dir), scheduler=scheduler

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from biotwin.execution import resolve_scheduler
 from connectors.batch_states import LIVE, batch_states
 from quality.data import (
     BIN_COLUMNS,
@@ -56,6 +57,7 @@ __all__ = [
     "batch_history_from_historian",
     "lab_results",
     "plant_clock",
+    "read_by_partition",
     "risk_trend",
     "run_history_from_historian",
     "score_historian",
@@ -92,6 +94,7 @@ def batch_history_from_historian(
     open_days: float | None = None,
     bin_h: float = 1.0,
     batch_ids=None,
+    scheduler: str | None = None,
 ) -> BatchHistory:
     """Batches of the historian as a history, without labels.
 
@@ -103,11 +106,18 @@ def batch_history_from_historian(
     :data:`quality.data.LIVE_CONTEXT`: the production unit (missing until the batch entered
     one); the batch context records hold no lot attributes.
 
+    ``scheduler`` (with ``batch_ids``): a Dask scheduler address (or
+    ``$DASK_SCHEDULER_ADDRESS``) on whose workers the batches are read and binned by
+    partitions of :data:`PARTITION_BATCHES` (:func:`read_by_partition`); the same history
+    as in this process.
+
     Raises
     ------
     InputError
         No batch context or no tag data for the batches.
     """
+    if batch_ids is not None and resolve_scheduler(scheduler) is not None:
+        return read_by_partition(historian, config, list(batch_ids), bin_h, scheduler)
     stored = historian.batch_context()
     ctx = stored[stored["batch_id"].notna() & (stored["state"] == "running")]
     if ctx.empty:
@@ -157,9 +167,11 @@ def batch_history_from_historian(
                 plan.setdefault(unit, []).append((batch_id, start, since, until))
     for unit, items in plan.items():
         tags = [t for _, t in meters[unit]]
-        lo = min(since for _, _, since, _ in items) - pd.Timedelta(hours=1)
+        # whole hour buckets: a batch's ages must not depend on the other batches read
+        # with it (a partial first or last bucket would average fewer samples)
+        lo = (min(since for _, _, since, _ in items) - pd.Timedelta(hours=1)).floor("1h")
         ends = [until for *_, until in items]
-        hi = None if any(u is None for u in ends) else max(ends)
+        hi = None if any(u is None for u in ends) else max(ends).ceil("1h")
         rows = historian.query(tags, start=lo, end=hi, resample="1h")
         if rows.empty:
             continue
@@ -209,6 +221,69 @@ def batch_history_from_historian(
     return BatchHistory(bins=bins, outcomes=out, bin_h=bin_h, context_cols=list(LIVE_CONTEXT))
 
 
+#: batches read and binned by one task when a training history is built on a cluster
+PARTITION_BATCHES = 40
+
+
+def _read_partition(payload: tuple) -> BatchHistory | None:
+    """One partition's batches, read and binned on a worker (a task of
+    :func:`read_by_partition`): the historian is opened there, from its path. None: none
+    of them has data."""
+    root, config, bin_h, batch_ids = payload
+    from connectors.historian import Historian
+
+    try:
+        return batch_history_from_historian(
+            Historian(root, compact_every=None), config, bin_h=bin_h, batch_ids=batch_ids
+        )
+    except InputError as exc:
+        logger.info("partition from batch %s: %s", batch_ids[0], exc)
+        return None
+
+
+def read_by_partition(
+    historian, config, batch_ids: list, bin_h: float = 1.0, scheduler: str | None = None
+) -> BatchHistory:
+    """The history of ``batch_ids``, read and binned by partitions of batches on a cluster.
+
+    Each task opens the historian from its path (the workers must see the same store: one
+    machine, or a shared file system, docs/cluster.md), reads the series of its
+    :data:`PARTITION_BATCHES` batches with their equipment ages and bins them. A batch's
+    bins depend on its own rows only, so the partitions are put together, in the order
+    one read in this process gives (sample bins by batch, tag and bin, then the equipment
+    ages), into the same history, bit for bit (tested against a real cluster).
+
+    Raises
+    ------
+    InputError
+        No batch context or no tag data for the batches.
+    biotwin.execution.ExecutionError
+        If the scheduler cannot be used.
+    """
+    from quality.folds import fold_pool, run_folds
+
+    ids = list(dict.fromkeys(str(b) for b in batch_ids))
+    parts = [ids[i : i + PARTITION_BATCHES] for i in range(0, len(ids), PARTITION_BATCHES)]
+    payloads = [(str(historian.root), config, bin_h, part) for part in parts]
+    with fold_pool(scheduler) as pool:
+        logger.info(
+            "reading %d batches in %d partitions on the %s", len(ids), len(parts), pool.where
+        )
+        results = run_folds(pool, _read_partition, payloads)
+    histories = [h for h in results if h is not None]  # None: a partition without data
+    if not histories:
+        raise InputError("historian: the batches have no tag data yet")
+    bins = pd.concat([h.bins for h in histories], ignore_index=True)
+    order = bins.assign(_age=bins["tag"].str.startswith("asset.")).sort_values(
+        ["_age", "batch_id", "tag", "bin"], kind="stable"
+    )
+    bins = bins.loc[order.index].reset_index(drop=True)
+    outcomes = pd.concat([h.outcomes for h in histories]).sort_values("order", kind="stable")
+    return BatchHistory(
+        bins=bins, outcomes=outcomes, bin_h=bin_h, context_cols=list(histories[0].context_cols)
+    )
+
+
 def lab_results(historian, batch_ids=None) -> pd.DataFrame:
     """The lab results and lot attributes stored for the batches (``biotwin receive``'s
     ReportResult, :class:`connectors.lab_results.LabResults`): one row per batch, one float
@@ -238,6 +313,7 @@ def training_history_from_historian(
     bin_h: float = 1.0,
     min_batches: int = MIN_BATCHES,
     require_both: bool = True,
+    scheduler: str | None = None,
 ) -> BatchHistory:
     """Trajectories from the historian joined to outcomes from a file, for training (and,
     with ``min_batches=0, require_both=False``, for checking a model on them).
@@ -249,6 +325,9 @@ def training_history_from_historian(
     the table lacks are taken from the lab results pushed to ``biotwin receive``
     (:func:`lab_results`). Batches of the table that the historian does not know are
     reported and left out; batches of the historian without a row are not read.
+
+    ``scheduler``: a Dask scheduler address (or ``$DASK_SCHEDULER_ADDRESS``) whose workers
+    read and bin the batches by partition (:func:`read_by_partition`); the same history.
 
     Raises
     ------
@@ -292,7 +371,9 @@ def training_history_from_historian(
     ids = out.index.difference(absent)
     if len(ids) == 0:
         raise InputError(f"outcomes.{batch_col}: none of the batches is in the historian")
-    history = batch_history_from_historian(historian, config, bin_h=bin_h, batch_ids=ids)
+    history = batch_history_from_historian(
+        historian, config, bin_h=bin_h, batch_ids=ids, scheduler=scheduler
+    )
     rows = out.reindex(history.outcomes.index)
     result = history.outcomes[["order", *LIVE_CONTEXT]].copy()
     result["label"] = _labels_allow_missing(rows[label_col], f"outcomes.{label_col}")

@@ -576,3 +576,41 @@ def test_model_selection_on_the_cluster_chooses_the_local_model(cluster):
     there = MaintenanceModel(seed=0).fit(runs, scheduler=cluster.address)
     assert there.selection == here.selection
     assert model_fingerprint(there) == model_fingerprint(here)
+
+
+def test_the_historians_batches_are_read_by_partition_on_the_cluster(cluster, tmp_path):
+    """`train --outcomes --scheduler`: the workers read and bin the batches by partition,
+    and the history they give is the one read in this process, bit for bit."""
+    from connectors.historian import Historian
+    from connectors.twin_import import import_simulation
+    from quality import live
+    from quality.live import batch_history_from_historian
+    from twin.config import load_config
+
+    root = ROOT / "sample_data" / "twin"
+    hist = Historian(tmp_path / "historian")
+    import_simulation(root, hist)
+    ids = sorted(set(hist.batch_context()["batch_id"].dropna()))
+    assert len(ids) > 2 * 5
+    config = load_config()
+    here = batch_history_from_historian(hist, config, batch_ids=ids)
+    live.PARTITION_BATCHES, kept = 5, live.PARTITION_BATCHES  # several partitions
+    try:
+        there = batch_history_from_historian(hist, config, batch_ids=ids, scheduler=cluster.address)
+    finally:
+        live.PARTITION_BATCHES = kept
+    pd.testing.assert_frame_equal(there.bins, here.bins, check_exact=True)
+    pd.testing.assert_frame_equal(there.outcomes, here.outcomes, check_exact=True)
+    assert there.context_cols == here.context_cols
+
+
+def test_the_twins_unit_files_are_binned_on_the_cluster(cluster):
+    """`biotwin train --scheduler` from twin output: one task per unit file, the same
+    history as binned in this process."""
+    from quality.data import batch_history_from_twin
+
+    root = ROOT / "sample_data" / "twin"
+    here = batch_history_from_twin(root)
+    there = batch_history_from_twin(root, scheduler=cluster.address)
+    pd.testing.assert_frame_equal(there.bins, here.bins, check_exact=True)
+    pd.testing.assert_frame_equal(there.outcomes, here.outcomes, check_exact=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from connectors.historian import Historian
@@ -30,11 +31,36 @@ def twin_history():
 
 
 @pytest.fixture(scope="module")
-def historian_history(tmp_path_factory, config, twin_history):
-    """The same batches as ``biotwin score`` reads them from a store the sample filled."""
+def sample_historian(tmp_path_factory):
+    """A store the sample twin output filled, as the ingest would have."""
     historian = Historian(tmp_path_factory.mktemp("live") / "historian")
     import_simulation(SAMPLE, historian)
-    return batch_history_from_historian(historian, config, batch_ids=twin_history.outcomes.index)
+    return historian
+
+
+@pytest.fixture(scope="module")
+def historian_history(sample_historian, config, twin_history):
+    """The same batches as ``biotwin score`` reads them from a store the sample filled."""
+    return batch_history_from_historian(
+        sample_historian, config, batch_ids=twin_history.outcomes.index
+    )
+
+
+def test_a_batch_reads_the_same_bits_whatever_is_read_with_it(
+    sample_historian, config, historian_history
+):
+    """Reading the historian is deterministic (same bins, bit for bit, on a second read),
+    and a batch's bins do not depend on the other batches read with it: what the cluster's
+    partitions rely on, and what makes a live batch's features those it was trained on."""
+    ids = historian_history.outcomes.index
+    again = batch_history_from_historian(sample_historian, config, batch_ids=ids)
+    pd.testing.assert_frame_equal(again.bins, historian_history.bins, check_exact=True)
+    few = list(ids[3:9])
+    alone = batch_history_from_historian(sample_historian, config, batch_ids=few)
+    within = historian_history.bins[historian_history.bins["batch_id"].isin(few)]
+    pd.testing.assert_frame_equal(
+        alone.bins.reset_index(drop=True), within.reset_index(drop=True), check_exact=True
+    )
 
 
 @pytest.fixture(scope="module")
