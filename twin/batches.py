@@ -20,7 +20,15 @@ import numpy as np
 
 from twin.config import PlantConfig
 
-__all__ = ["Batch", "Deviation", "StepRecord", "draw_deviations", "draw_lot", "wear_odds"]
+__all__ = [
+    "Batch",
+    "Deviation",
+    "StepRecord",
+    "deviation_plan",
+    "draw_deviations",
+    "draw_lot",
+    "wear_odds",
+]
 
 
 @dataclass
@@ -95,33 +103,57 @@ def draw_lot(batch_seq: int, rng: np.random.Generator, config: PlantConfig) -> d
     }
 
 
-def draw_deviations(rng: np.random.Generator, config: PlantConfig) -> list[Deviation]:
-    """Random-root-cause deviations of one batch, drawn at release.
-
-    Asset failures add further deviations while the batch runs (see :mod:`twin.line`).
-    """
-    specs = config.deviations
-    # Draw all numbers for every class (one call) so that changing one rate does not shift
-    # the random stream of the others (common random numbers across scenarios).
-    u = rng.random((len(specs), 3)).tolist()
-    out = []
-    for (name, spec), (u_occurs, u_onset, severity) in zip(specs.items(), u, strict=True):
+def deviation_plan(config: PlantConfig) -> list[tuple]:
+    """What :func:`draw_deviations` needs of each deviation class, computed once per plant:
+    name, spec, the occurrence threshold (the largest wear-driven odds for classes with a
+    driver asset), onset range, OOS threshold and whether occurrence waits for the step."""
+    plan = []
+    for name, spec in config.deviations.items():
         most = spec.rate_per_batch
         if spec.driver_asset is not None:
             most *= (spec.wear_exponent + 1.0) * WEAR_X_MAX**spec.wear_exponent
-        if u_occurs < most:
-            onset = spec.onset_fraction_low + u_onset * (
-                spec.onset_fraction_high - spec.onset_fraction_low
+        plan.append(
+            (
+                name,
+                spec,
+                most,
+                spec.onset_fraction_low,
+                spec.onset_fraction_high - spec.onset_fraction_low,
+                1.0 - spec.oos_probability,
+                spec.driver_asset is not None,
             )
+        )
+    return plan
+
+
+def draw_deviations(
+    rng: np.random.Generator, config: PlantConfig, plan: list[tuple] | None = None
+) -> list[Deviation]:
+    """Random-root-cause deviations of one batch, drawn at release.
+
+    Asset failures add further deviations while the batch runs (see :mod:`twin.line`).
+    ``plan``: :func:`deviation_plan` of ``config``, if the caller keeps it (a line does).
+    """
+    plan = deviation_plan(config) if plan is None else plan
+    # Draw all numbers for every class (one call) so that changing one rate does not shift
+    # the random stream of the others (common random numbers across scenarios).
+    u = rng.random((len(plan), 3)).tolist()
+    out = []
+    for (name, spec, most, onset_lo, onset_span, oos_above, waits), (
+        u_occurs,
+        u_onset,
+        severity,
+    ) in zip(plan, u, strict=True):
+        if u_occurs < most:
             out.append(
                 Deviation(
                     deviation_class=name,
                     root_cause=spec.root_cause,
                     step=spec.step,
-                    onset_fraction=onset,
+                    onset_fraction=onset_lo + u_onset * onset_span,
                     severity=severity,
-                    consequential=severity > 1.0 - spec.oos_probability,
-                    pending_u=u_occurs if spec.driver_asset is not None else None,
+                    consequential=severity > oos_above,
+                    pending_u=u_occurs if waits else None,
                     lead_h=spec.precursor_lead_h,
                 )
             )

@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from twin.batches import Batch, Deviation, StepRecord, draw_deviations, draw_lot, wear_odds
+from twin.batches import (
+    Batch,
+    Deviation,
+    StepRecord,
+    deviation_plan,
+    draw_deviations,
+    draw_lot,
+    wear_odds,
+)
 from twin.config import PlantConfig
 from twin.equipment import Asset, Unit
 
@@ -105,13 +113,21 @@ class Crew:
         self._grant()
         return event
 
+    def take_now(self, operators: int = 1) -> bool:
+        """Assign ``operators`` at once if they are free and nobody waits (what
+        :meth:`request` would grant now, without its event); False otherwise."""
+        if self.waiting or self.busy + operators > self.on_roster - self.blocked:
+            return False
+        self.busy += operators
+        return True
+
     def release_now(self, operators: int = 1) -> None:
         """Return ``operators`` to the pool at once; waiting requests are served now."""
         self.busy -= operators
         self._grant()
 
     def _grant(self) -> None:
-        capacity = self.capacity
+        capacity = self.on_roster - self.blocked  # (self.capacity, without the call)
         while self.waiting and self.busy + self.waiting[0][0] <= capacity:
             n, event = self.waiting.popleft()
             self.busy += n
@@ -222,6 +238,8 @@ class Line:
         self.next_pm_h: dict[str, float] = {}
         self._steps = config.recipe.steps
         self._step_index = {s.name: i for i, s in enumerate(self._steps)}
+        self._deviation_plan = deviation_plan(config)
+        self._clean_keys = {s.name: (f"{s.name}.cip", f"{s.name}.sip") for s in self._steps}
         qc = config.qc_lab
         self._duration_plan = [
             plan
@@ -292,7 +310,7 @@ class Line:
             rng=rng,
         )
         batch.lot = draw_lot(seq, rng, self.config)
-        drawn = draw_deviations(rng, self.config)
+        drawn = draw_deviations(rng, self.config, self._deviation_plan)
         batch.deviations = [d for d in drawn if d.pending_u is None]
         batch.pending_deviations = [d for d in drawn if d.pending_u is not None]
         for dev in batch.deviations:
@@ -438,7 +456,11 @@ class Line:
                         remaining = 0.0
                 else:
                     queued = env.now
-                    current = yield self.pools[step.unit_class].get()
+                    pool = self.pools[step.unit_class]
+                    if pool.items and not pool.get_queue:  # a free unit, nobody waiting:
+                        current = pool.items.pop(0)  # what get() gives, without its event
+                    else:
+                        current = yield pool.get()
                     current.location = "batch"
                     current.batch = batch
                     record = StepRecord(step.name, current.id, queued, env.now)
@@ -448,7 +470,8 @@ class Line:
                         prev_unit = None
                     setup_h = 0.0
                     if step.operators and step.setup_h > 0:
-                        yield self.operators.request(step.operators)
+                        if not self.operators.take_now(step.operators):
+                            yield self.operators.request(step.operators)
                         # The set-up is the first part of the step's hold of the unit; its
                         # operators return to the roster when it ends (by a callback: one
                         # process step less per unit procedure, which the scenarios feel).
@@ -574,8 +597,9 @@ class Line:
         unit.batch = None
         unit.location = "cleaning"
         start = env.now
-        cip = batch.durations.get(f"{step.name}.cip", 0.0)
-        sip = batch.durations.get(f"{step.name}.sip", 0.0)
+        cip_key, sip_key = self._clean_keys[step.name]
+        cip = batch.durations.get(cip_key, 0.0)
+        sip = batch.durations.get(sip_key, 0.0)
         unit.busy_until_h = start + cip + sip
         if cip > 0:
             self.records.schedule.append((unit.id, batch.id, step.name, "cip", start, start + cip))
@@ -607,9 +631,12 @@ class Line:
         batch.status = "qc"
         if qc_remaining_h is None:
             batch.qc_start_h = env.now
-            with self.analysts.request() as req:
-                yield req
-                yield env.timeout(batch.durations["qc.hands_on"])
+            req = self.analysts.request()
+            yield req
+            yield env.timeout(batch.durations["qc.hands_on"])
+            # the analyst is free at once (a Release event would free her at the same time)
+            self.analysts.users.remove(req)
+            self.analysts._trigger_put(None)
             wait = batch.durations["qc.turnaround"]
             if batch.deviations:
                 wait += batch.durations["qc.investigation"]
