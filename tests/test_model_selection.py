@@ -202,3 +202,27 @@ def test_maintenance_selection_follows_the_data_time_base_and_regimes():
     assert "cycle" in " ".join(out["reasons"]) or out["reasons"].str.len().gt(0).any()
     again = MaintenanceModel(seed=0, setting_cols=["setting"]).fit(runs)
     assert model_fingerprint(again) == model_fingerprint(model)
+
+
+def test_binning_gives_the_same_bits_every_time():
+    """Many samples per bin, enough rows for DuckDB to scan in parallel: the bins' means and
+    standard deviations are the same bits on every call (a parallel aggregation adds in
+    thread order; it changed most bins' last bits from one call to the next)."""
+    from quality.data import _bin
+
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    samples = pd.DataFrame(
+        {
+            "batch_id": rng.choice([f"B{i}" for i in range(20)], n),
+            "tag": rng.choice(["a", "b", "c"], n),
+            "align_h": rng.uniform(0, 50, n),
+            "t_h": rng.uniform(0, 50, n),
+            "value": rng.normal(100, 10, n),
+            "bad": rng.random(n) < 0.01,
+        }
+    )
+    first = _bin(samples, 1.0)
+    assert len(first) == 20 * 3 * 50
+    for _ in range(2):
+        pd.testing.assert_frame_equal(_bin(samples, 1.0), first, check_exact=True)
