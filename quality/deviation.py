@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import scipy.stats
 from threadpoolctl import threadpool_limits
 
 from quality.calibration import EvidenceGate, choose_calibrator
@@ -75,6 +76,8 @@ SELECTION_PROGRESS = (0.25, 0.5, 0.75, 1.0)
 #: before this progress the pipeline may be another one, chosen by the same folds' ROC AUC
 #: over the grid points before it (early on, few faults show and what ranks them differs)
 EARLY_END = 0.5
+#: the evidence gate's one-sided level, shared by the candidates compared (Bonferroni)
+GATE_ALPHA = 0.05
 CANDIDATES = ("lgbm", "mspc", "unfolded", "summary", "average")
 LINEAR = ("mspc", "unfolded", "summary")
 N_FOLDS = 5
@@ -284,11 +287,16 @@ class DeviationModel:
             raw.reshape(-1), y_rows, groups, progress=grid, seed=self.seed
         )
         # no claim where the out-of-fold scores show no ranking evidence (base rate there)
-        self.calibrator = EvidenceGate.fit(inner, raw.reshape(-1), y_rows, grid)
+        # the evidence must survive the choice: the scores are the best of the candidates
+        # compared on these same folds, so the test is at 5 % over their number (Bonferroni)
+        k = max(1, len(self.selection.get("candidates", [])))
+        z = float(scipy.stats.norm.ppf(1.0 - GATE_ALPHA / k))
+        self.calibrator = EvidenceGate.fit(inner, raw.reshape(-1), y_rows, grid, z=z)
         closed = [
             p for p, o in zip(self.calibrator.points, self.calibrator.open, strict=True) if not o
         ]
         self.calibration["no_evidence_at_progress"] = closed
+        self.calibration["evidence_z"] = round(z, 4)
         position = pd.Series(fold_b, index=ids)
         self._fit_classes(history, X, rows)
         self._fit_cqas(history, X, rows, position.reindex(rows).to_numpy())

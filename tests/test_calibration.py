@@ -82,3 +82,36 @@ def test_evidence_gate_holds_the_base_rate_where_scores_do_not_rank_and_ranks_wh
     late = gate.predict(raw[1::2], np.full(n, 0.9))
     assert late[y].mean() > late[~y].mean() + 0.3
     assert 0.0 < gate.openness(0.5) < 1.0
+
+
+def test_the_evidence_gate_asks_more_when_the_scores_are_the_best_of_several():
+    """Scores whose AUC clears the one-sided 5 % test (z 1.645) but not its Bonferroni
+    version for five candidates (z 2.326) open a plain gate and keep a model's closed."""
+    from scipy.stats import norm
+
+    from quality.calibration import EvidenceGate, Identity
+    from quality.selection import fast_auc
+    from tests.test_model_selection import _batches, _history
+
+    n1 = n0 = 60
+    y = np.r_[np.ones(n1), np.zeros(n0)].astype(int)
+    se = np.sqrt((n1 + n0 + 1) / (12 * n1 * n0))
+    rng = np.random.default_rng(1)
+    for _ in range(500):  # scores whose AUC falls between the two thresholds
+        raw = rng.normal(0, 1, n1 + n0) + 0.45 * y
+        auc = fast_auc(y, raw)
+        if 0.5 + 1.75 * se < auc < 0.5 + 2.2 * se:
+            break
+    else:
+        pytest.fail("no score set between the thresholds")
+    progress = np.full(len(y), 0.5)
+    assert EvidenceGate.fit(Identity(), raw, y, progress).open == [1.0]
+    assert EvidenceGate.fit(Identity(), raw, y, progress, z=norm.ppf(1 - 0.05 / 5)).open == [0.0]
+
+    from quality.deviation import DeviationModel
+
+    series, outcomes = _batches(n=30, seed=4, hours=20)
+    model = DeviationModel(seed=0).fit(_history(series, outcomes))
+    k = len(model.selection["candidates"])
+    assert k == 5
+    assert model.calibration["evidence_z"] == pytest.approx(norm.ppf(1 - 0.05 / k), abs=1e-4)
