@@ -146,3 +146,31 @@ def test_failures_abort_or_degrade_batches(config):
     line = _run(parse_config(data), 3, 120 * 24.0)
     assert any(b.status == "lost" for b in line.batches)
     assert any(d.source.startswith("BR-") for b in line.batches for d in b.deviations)
+
+
+def test_a_crew_serves_set_ups_in_arrival_order_with_all_their_operators():
+    """A set-up gets all its operators together; a large request at the head holds back a
+    smaller one behind it; a lower roster pre-empts nobody."""
+    import simpy
+
+    from twin.line import Crew
+
+    env = simpy.Environment()
+    crew = Crew(env, 3)
+    got = []
+
+    def setup(name, n, hold_h):
+        yield crew.request(n)
+        got.append((name, env.now))
+        yield env.timeout(hold_h)
+        crew.release_now(n)
+
+    env.process(setup("a", 2, 5))
+    env.process(setup("b", 2, 1))  # waits for a: only 1 free
+    env.process(setup("c", 1, 1))  # 1 is free, but b is ahead of it
+    env.run(until=1)
+    assert got == [("a", 0)] and crew.count == 2
+    crew.set_roster(2)  # a new shift with fewer operators: a keeps its two
+    env.run(until=10)
+    assert got == [("a", 0), ("b", 5), ("c", 6)]
+    assert crew.take_now(2) and not crew.take_now(1)  # all on duty are taken
