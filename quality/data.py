@@ -47,6 +47,7 @@ import pandas as pd
 
 from biotwin.execution import resolve_scheduler
 from quality.errors import InputError
+from quality.folds import fold_pool, run_folds
 
 __all__ = [
     "LIVE_CONTEXT",
@@ -871,8 +872,6 @@ def batch_history_from_twin(
     if resolve_scheduler(scheduler) is None:
         bins = _twin_bins(run_dir, bin_h)
     else:
-        from quality.folds import fold_pool
-
         with fold_pool(scheduler) as pool:
             logger.info("binning the twin's unit files on the %s", pool.where)
             bins = _twin_bins(run_dir, bin_h, pool)
@@ -1048,8 +1047,6 @@ def _twin_bins(run_dir: Path, bin_h: float, pool=None) -> pd.DataFrame:
         for unit, iv in steps.groupby("unit", sort=True)
         if (run_dir / "signals" / f"{unit}.parquet").exists()
     ]
-    from quality.folds import run_folds
-
     parts = [p for p in run_folds(pool, _unit_bins, payloads) if p is not None]
     if not parts:
         return pd.DataFrame(columns=BIN_COLUMNS)

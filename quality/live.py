@@ -50,6 +50,7 @@ from quality.data import (
 )
 from quality.drift import PERFORMANCE_WINDOW, deviation_performance
 from quality.errors import InputError
+from quality.folds import fold_pool, run_folds
 from quality.jobs import asset_score_frame, batch_score_frame, write_drift, write_parquet
 from quality.registry import Registry
 
@@ -260,8 +261,6 @@ def read_by_partition(
     biotwin.execution.ExecutionError
         If the scheduler cannot be used.
     """
-    from quality.folds import fold_pool, run_folds
-
     ids = list(dict.fromkeys(str(b) for b in batch_ids))
     parts = [ids[i : i + PARTITION_BATCHES] for i in range(0, len(ids), PARTITION_BATCHES)]
     payloads = [(str(historian.root), config, bin_h, part) for part in parts]
