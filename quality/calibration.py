@@ -239,9 +239,8 @@ class PlattGrid:
 
 
 #: share of the distance from the base rate a closed evidence gate keeps: the probability
-#: says "base rate, no evidence yet", the order among batches stays the model's (a weak
-#: tie-break: in the external suite that order averaged ROC AUC 0.56 where gates were closed,
-#: 0.40-0.69 over four cases; ties would be 0.50 exactly)
+#: says "base rate, no evidence yet", the order among batches is a tie-break (the deviation
+#: model's: each batch's distance from the normal batches, its ``monitor`` score)
 GATE_LEAK = 0.05
 
 
@@ -253,8 +252,9 @@ class EvidenceGate:
     there exceeds 0.5 by ``z`` standard errors of the Mann-Whitney null (one-sided 5 %),
     closed otherwise; between points it is interpolated. A closed gate shrinks every batch's
     probability to the training base rate (keeping :data:`GATE_LEAK` of its distance from
-    it, so that the order is the model's and the probability says "no evidence yet"): early
-    in a batch, before any fault can show, the model makes no claim.
+    it, or from a tie-break score's probability, so that the batches keep an order and the
+    probability says "no evidence yet"): early in a batch, before any fault can show, the
+    model makes no claim.
     """
 
     inner: object
@@ -284,12 +284,19 @@ class EvidenceGate:
             return np.ones(progress.shape)
         return np.interp(progress, self.points, self.open)
 
-    def predict(self, raw, progress=None) -> np.ndarray:
+    def predict(self, raw, progress=None, tie=None) -> np.ndarray:
+        """Calibrated probabilities; where the gate is closed, the base rate with
+        :data:`GATE_LEAK` of the distance to the model's probability, or, with ``tie``
+        (log-odds of a tie-break score; NaN where none), to its probability instead."""
         p = self.inner.predict(raw, progress)
         if progress is None or all(self.open):
             return p
-        w = GATE_LEAK + (1.0 - GATE_LEAK) * self.openness(progress)
-        return w * p + (1.0 - w) * self.rate
+        o = self.openness(progress)
+        closed = p
+        if tie is not None:
+            tie = np.asarray(tie, dtype=float)
+            closed = np.where(np.isfinite(tie), _sigmoid(np.nan_to_num(tie)), p)
+        return o * p + (1.0 - o) * (self.rate + GATE_LEAK * (closed - self.rate))
 
     def state(self) -> np.ndarray:
         inner = np.asarray(self.inner.state(), dtype=float)

@@ -69,7 +69,8 @@ SCORING_THREADS = 1
 #: the reasons of a batch at a progress where cross-validation showed no ranking evidence
 NO_EVIDENCE = (
     "no evidence yet at this progress: in cross-validation the model did not rank faulted "
-    "batches above normal ones this early; the score is the base rate"
+    "batches above normal ones this early; the score is the base rate (batches ordered "
+    "among themselves by their distance from the normal batches)"
 )
 #: progress points whose cross-validated ROC AUC (mean) chooses the pipeline
 SELECTION_PROGRESS = (0.25, 0.5, 0.75, 1.0)
@@ -78,8 +79,8 @@ SELECTION_PROGRESS = (0.25, 0.5, 0.75, 1.0)
 EARLY_END = 0.5
 #: the evidence gate's one-sided level, shared by the candidates compared (Bonferroni)
 GATE_ALPHA = 0.05
-CANDIDATES = ("lgbm", "mspc", "unfolded", "summary", "average")
-LINEAR = ("mspc", "unfolded", "summary")
+CANDIDATES = ("lgbm", "mspc", "unfolded", "summary", "monitor", "average")
+LINEAR = ("mspc", "unfolded", "summary", "monitor")
 N_FOLDS = 5
 CONFORMAL_LEVEL = 0.9
 CLASS_MIN_COUNT = 3
@@ -92,6 +93,8 @@ DESCRIPTIONS = {
     "unfolded": "logistic regression (L2) on the scaled unfolded trajectory + T2 / SPE",
     "summary": "logistic regression (L2) on per-tag mean / sd / slope / latest of the scaled "
     "trajectory so far + T2 / SPE",
+    "monitor": "batch MSPC distance from the normal batches (SPE, latest SPE, largest per-tag "
+    "SPE and recent deviation, standardised and averaged); labels only scale it",
     "average": "mean log-odds of lgbm and the better linear pipeline",
 }
 
@@ -221,6 +224,9 @@ class DeviationModel:
     chosen: str = "lgbm"
     early: str | None = None
     average_of: str | None = None
+    #: the fitted trajectory model whose ``monitor`` score orders batches where the evidence
+    #: gate is closed (None: the gate is open everywhere)
+    tie: str | None = None
     selection: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
 
@@ -297,10 +303,43 @@ class DeviationModel:
         ]
         self.calibration["no_evidence_at_progress"] = closed
         self.calibration["evidence_z"] = round(z, 4)
+        self._fit_tie(cube, y_b, closed)
         position = pd.Series(fold_b, index=ids)
         self._fit_classes(history, X, rows)
         self._fit_cqas(history, X, rows, position.reindex(rows).to_numpy())
         return self
+
+    def _fit_tie(self, cube: Cube, y_b: np.ndarray, closed: list[float]) -> None:
+        """Where the evidence gate is closed, batches are ordered by their distance from the
+        normal batches (the ``monitor`` score, from the fitted ``mspc`` or ``monitor``
+        pipeline, else one fitted here): a supervised model without evidence orders them by
+        noise, a distance puts a batch whose fault has begun first."""
+        self.tie = None
+        if not closed:
+            return
+        self.tie = next((n for n in ("monitor", "mspc") if n in self.linear), "monitor")
+        if self.tie not in self.linear:
+            self.linear["monitor"] = self._trajectory("monitor").fit(
+                _trajectories(cube), y_b, **self._cube_meta()
+            )
+        self.calibration["no_evidence_order"] = (
+            "distance from the normal batches (monitor score of the "
+            f"{self.tie} pipeline)"
+        )
+
+    def _tie_raw(self, cube: Cube, progress: np.ndarray) -> np.ndarray | None:
+        """The tie-break log-odds of the rows where the evidence gate is not fully open
+        (NaN elsewhere), or None."""
+        tie = getattr(self, "tie", None)
+        if tie is None:
+            return None
+        rows = np.flatnonzero(self.calibrator.openness(progress) < 1.0)
+        out = np.full(len(progress), np.nan)
+        if len(rows):
+            tr = _trajectories(cube)
+            tr = tr if len(rows) == len(progress) else tr.take(rows)
+            out[rows] = self.linear[tie].raw(tr, progress[rows], kind="monitor")
+        return out
 
     def _cube_meta(self) -> dict:
         f = self.featurizer
@@ -380,11 +419,19 @@ class DeviationModel:
             for r, n_rounds in enumerate(rounds):
                 lgbm[r, :, j] = model.booster_.predict(M, raw_score=True, num_iteration=n_rounds)
         all_tr = _trajectories(cube)
-        out = {}
+        held_tr = all_tr.take(held)
+        out, fitted = {}, {}
         for name in linear:
-            traj = self._trajectory(name).fit(all_tr.take(train), y_b[train], **self._cube_meta())
-            held_tr = all_tr.take(held)
-            out[name] = np.column_stack([traj.raw(held_tr, p) for p in self.progress_grid])
+            # an mspc model gives the monitor score too: one fit for both
+            source = "mspc" if name == "monitor" and "mspc" in linear else name
+            if source not in fitted:
+                fitted[source] = self._trajectory(source).fit(
+                    all_tr.take(train), y_b[train], **self._cube_meta()
+                )
+            traj = fitted[source]
+            out[name] = np.column_stack(
+                [traj.raw(held_tr, p, kind=name) for p in self.progress_grid]
+            )
         return held, lgbm, out
 
     def _select(self, oof: dict, y_b, fold_b, n_folds, ordered) -> Selection:
@@ -577,7 +624,7 @@ class DeviationModel:
         cube = cube if cube is not None else self.featurizer.cube(history, ids)
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
         raw, _ = self._raw(history, ids, progress, cube, frame=False)
-        return self.calibrator.predict(raw, progress)
+        return self.calibrator.predict(raw, progress, tie=self._tie_raw(cube, progress))
 
     @threadpool_limits.wrap(limits=SCORING_THREADS, user_api="blas")
     def predict(
@@ -615,7 +662,9 @@ class DeviationModel:
         out.index.name = "batch_id"
         out["progress"] = progress
         M = _feature_matrix(X)
-        out["p_deviation"] = self.calibrator.predict(raw, progress)
+        out["p_deviation"] = self.calibrator.predict(
+            raw, progress, tie=self._tie_raw(cube, progress)
+        )
         no_data = np.isinf(cube.t_h).all(axis=(1, 2)) | (progress <= 0)
         if self.class_model is not None:
             pc = self.class_model.booster_.predict(M)

@@ -25,6 +25,16 @@ biopharma):
   of its scaled trajectory so far (the plain per-tag summaries, measured against the normal
   batches' mean trajectory).
 
+And one that learns nothing from the labels but the direction of its scale:
+
+- ``monitor``: how far a batch is from the normal batches, as a monitoring chart says it: the
+  mean of four statistics, each standardised against the normal batches' (cross-fitted)
+  values: SPE overall, SPE in the latest slice, the largest per-tag SPE against its typical
+  value and the largest recent deviation of a tag from the normal mean trajectory. A
+  one-input logistic regression (slope kept positive) turns it into log-odds. It ranks a
+  batch whose fault has just begun above the others when too few labelled faults have shown
+  for a classifier to learn from (early in a batch, few batches).
+
 The training batches' own statistics are cross-fitted (each normal batch is judged by a PCA
 model fitted without it), so that a normal batch in training looks as normal as a new one.
 """
@@ -40,7 +50,7 @@ from scipy import stats as sps
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-__all__ = ["Trajectories", "TrajectoryModel", "count_seen", "running_time"]
+__all__ = ["KINDS", "Trajectories", "TrajectoryModel", "count_seen", "running_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +68,13 @@ LIMIT = 0.99
 BLAS_THREADS = 1
 #: per-tag summaries the ``summary`` classifier adds (standard deviation, slope, latest)
 N_SUMMARIES = 3
+KINDS = ("mspc", "unfolded", "summary", "monitor")
+#: the ``monitor`` score's statistics: SPE, SPE in the latest slice, largest per-tag SPE
+#: against its typical value, largest recent deviation of a tag (all as logarithms)
+N_MONITOR = 4
+#: smallest slope of the ``monitor`` score's log-odds: the statistic is a distance from the
+#: normal batches, so farther never means less likely to deviate
+MONITOR_MIN_SLOPE = 1e-3
 
 
 @dataclass
@@ -226,6 +243,11 @@ class _GridModel:
     feat_sd: np.ndarray | None = None
     lr: LogisticRegression | None = None
     spe_tag_typical: np.ndarray | None = None
+    #: ``monitor``: the normal batches' mean and spread of its statistics, and the
+    #: (slope, intercept) of its log-odds
+    mon_mean: np.ndarray | None = None
+    mon_sd: np.ndarray | None = None
+    mon_line: tuple[float, float] = (MONITOR_MIN_SLOPE, 0.0)
 
 
 @dataclass
@@ -234,11 +256,12 @@ class TrajectoryModel:
 
     Parameters
     ----------
-    kind : {"mspc", "unfolded", "summary"}
+    kind : {"mspc", "unfolded", "summary", "monitor"}
         Classifier inputs: the monitoring statistics; the scaled unfolded trajectory and
         the statistics; or the statistics and per-tag summaries of the scaled trajectory
         so far (standard deviation, slope and latest slice, beside the mean the statistics
-        hold).
+        hold). ``monitor``: no classifier, the combined monitoring statistic (module
+        docstring); an ``mspc`` model can give it too (``raw(..., kind="monitor")``).
     C : float
         Inverse L2 penalty of the logistic regression (on standardised inputs).
     grid : tuple of float
@@ -331,7 +354,7 @@ class TrajectoryModel:
             cut = np.full(len(y), p * self.nominal_h)
             n_bins = int(min(tr.tacc.shape[2], max(1, np.ceil(p * self.nominal_h / self.bin_h))))
             # the unfolded classifier sees every tag x slice: half the slices keep it small
-            S = int(min(MAX_SLICES if self.kind == "mspc" else MAX_SLICES // 2, n_bins))
+            S = int(min(MAX_SLICES if self.kind in ("mspc", "monitor") else MAX_SLICES // 2, n_bins))
             g = _GridModel(progress=p, n_bins=n_bins, slices=S, pca=None)
             X = self._unfold(tr, tr.seen(cut), np.arange(len(y)), g)
             g.pca = _fit_pca(X[normal])
@@ -346,12 +369,54 @@ class TrajectoryModel:
             n_t = len(self.tags)
             typical = np.median(np.expm1(F[normal, 3 : 3 + n_t]), axis=0)
             g.spe_tag_typical = np.maximum(typical, 1e-9)
-            g.feat_mean = F.mean(axis=0)
-            g.feat_sd = np.where(F.std(axis=0) > 1e-9, F.std(axis=0), 1.0)
-            g.lr = LogisticRegression(C=self.C, max_iter=2000)
-            g.lr.fit(self._standard(g, F), y)
+            if self.kind in ("mspc", "monitor"):
+                self._fit_monitor(g, F, y, normal)
+            if self.kind != "monitor":
+                g.feat_mean = F.mean(axis=0)
+                g.feat_sd = np.where(F.std(axis=0) > 1e-9, F.std(axis=0), 1.0)
+                g.lr = LogisticRegression(C=self.C, max_iter=2000)
+                g.lr.fit(self._standard(g, F), y)
             self.models.append(g)
         return self
+
+    def _monitor_stats(self, g: _GridModel, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``monitor`` statistics of statistic rows ``F`` (rows x :data:`N_MONITOR`) and
+        the tags that give the per-tag ones (rows x 2: largest SPE share, largest recent
+        deviation)."""
+        n_t = len(self.tags)
+        spe_ratio = np.expm1(F[:, 3 : 3 + n_t]) / g.spe_tag_typical
+        z_recent = np.abs(F[:, 3 + 2 * n_t : 3 + 3 * n_t])
+        which = np.column_stack([spe_ratio.argmax(axis=1), z_recent.argmax(axis=1)])
+        U = np.column_stack(
+            [
+                F[:, 1],
+                F[:, 2],
+                np.log(np.maximum(spe_ratio.max(axis=1), 1e-6)),
+                np.log(np.maximum(z_recent.max(axis=1), 1e-6)),
+            ]
+        )
+        return U, which
+
+    def _fit_monitor(self, g: _GridModel, F: np.ndarray, y: np.ndarray, normal) -> None:
+        """Standardise the ``monitor`` statistics on the normal batches' cross-fitted values
+        and fit their mean's log-odds (one input, slope at least :data:`MONITOR_MIN_SLOPE`)."""
+        U, _ = self._monitor_stats(g, F)
+        g.mon_mean = U[normal].mean(axis=0)
+        sd = U[normal].std(axis=0)
+        g.mon_sd = np.where(sd > 1e-9, sd, 1.0)
+        s = self._monitor_score(g, U)
+        lr = LogisticRegression(C=1.0, max_iter=1000).fit(s[:, None], y)
+        slope = float(lr.coef_[0, 0])
+        if slope >= MONITOR_MIN_SLOPE:
+            g.mon_line = (slope, float(lr.intercept_[0]))
+        else:  # no slope: the base rate, the statistic's order kept as a tie-break
+            rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+            logit = float(np.log(rate / (1.0 - rate)))
+            g.mon_line = (MONITOR_MIN_SLOPE, logit - MONITOR_MIN_SLOPE * float(s.mean()))
+
+    @staticmethod
+    def _monitor_score(g: _GridModel, U: np.ndarray) -> np.ndarray:
+        return np.clip((U - g.mon_mean) / g.mon_sd, -CLIP_SD, CLIP_SD).mean(axis=1)
 
     # ------------------------------------------------------------------ score
     def _grid_index(self, progress: np.ndarray) -> np.ndarray:
@@ -368,16 +433,27 @@ class TrajectoryModel:
         return which, tr.seen(cut)
 
     @threadpool_limits.wrap(limits=BLAS_THREADS, user_api="blas")
-    def raw(self, tr: Trajectories, progress) -> np.ndarray:
-        """Log-odds of a deviation for each batch at its progress (array, one per batch)."""
+    def raw(self, tr: Trajectories, progress, kind: str | None = None) -> np.ndarray:
+        """Log-odds of a deviation for each batch at its progress (array, one per batch).
+
+        ``kind="monitor"`` gives the ``monitor`` score of an ``mspc`` model (both are fitted
+        on the same statistics).
+        """
+        kind = kind or self.kind
+        if kind != self.kind and not (kind == "monitor" and self.kind == "mspc"):
+            raise ValueError(f"kind: a {self.kind!r} model cannot score as {kind!r}")
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(tr),))
         out = np.zeros(len(tr))
         which, seen = self._seen(tr, progress)
         for i in np.unique(which):
             g = self.models[i]
             rows = np.flatnonzero(which == i)
-            X = self._unfold(tr, seen, rows, g)
-            out[rows] = g.lr.decision_function(self._standard(g, self._features(g, g.pca, X)))
+            F = self._features(g, g.pca, self._unfold(tr, seen, rows, g))
+            if kind == "monitor":
+                slope, intercept = g.mon_line
+                out[rows] = slope * self._monitor_score(g, self._monitor_stats(g, F)[0]) + intercept
+            else:
+                out[rows] = g.lr.decision_function(self._standard(g, F))
         return out
 
     @threadpool_limits.wrap(limits=BLAS_THREADS, user_api="blas")
@@ -404,6 +480,11 @@ class TrajectoryModel:
             rows = np.flatnonzero(which == i)
             X = self._unfold(tr, seen, rows, g)
             F = self._features(g, g.pca, X)
+            z_recent[rows] = F[:, 3 + 2 * n_t : 3 + 3 * n_t]
+            spe_ratio[rows] = np.expm1(F[:, 3 : 3 + n_t]) / g.spe_tag_typical
+            if self.kind == "monitor":
+                contrib[rows] = self._monitor_contributions(g, F)
+                continue
             c = self._standard(g, F) * g.lr.coef_[0]
             for col, (_kind, j) in enumerate(groups):
                 contrib[rows, n_t if j < 0 else j] += c[:, col]
@@ -413,9 +494,20 @@ class TrajectoryModel:
             elif self.kind == "summary":
                 extra = c[:, len(groups) :].reshape(len(rows), N_SUMMARIES, n_t).sum(axis=1)
                 contrib[rows, :n_t] += extra
-            z_recent[rows] = F[:, 3 + 2 * n_t : 3 + 3 * n_t]
-            spe_ratio[rows] = np.expm1(F[:, 3 : 3 + n_t]) / g.spe_tag_typical
         return contrib, z_recent, spe_ratio
+
+    def _monitor_contributions(self, g: _GridModel, F: np.ndarray) -> np.ndarray:
+        """The ``monitor`` log-odds above the normal batches' mean split by tag: SPE overall
+        and latest to the multivariate column, the per-tag terms to the tag that gives them."""
+        n_t = len(self.tags)
+        U, which = self._monitor_stats(g, F)
+        z = np.clip((U - g.mon_mean) / g.mon_sd, -CLIP_SD, CLIP_SD) * (g.mon_line[0] / N_MONITOR)
+        contrib = np.zeros((len(F), n_t + 1))
+        contrib[:, n_t] = z[:, 0] + z[:, 1]
+        rows = np.arange(len(F))
+        np.add.at(contrib, (rows, which[:, 0]), z[:, 2])
+        np.add.at(contrib, (rows, which[:, 1]), z[:, 3])
+        return contrib
 
     @staticmethod
     def _standard(g: _GridModel, F: np.ndarray) -> np.ndarray:
@@ -425,5 +517,9 @@ class TrajectoryModel:
         """Parameters as bytes (fingerprinting)."""
         parts = []
         for g in self.models:
-            parts += [g.pca.mean, g.pca.scale, g.pca.loadings, g.lr.coef_, g.lr.intercept_]
+            parts += [g.pca.mean, g.pca.scale, g.pca.loadings]
+            if g.lr is not None:
+                parts += [g.lr.coef_, g.lr.intercept_]
+            if g.mon_mean is not None:
+                parts += [g.mon_mean, g.mon_sd, np.array(g.mon_line)]
         return b"".join(np.ascontiguousarray(p, dtype=np.float64).tobytes() for p in parts)

@@ -88,6 +88,7 @@ def model_fingerprint(model) -> str:
     h.update(",".join(model.features).encode())
     if isinstance(model, DeviationModel):
         h.update(model.chosen.encode())
+        h.update((getattr(model, "tie", None) or "").encode())
         for name in sorted(getattr(model, "linear", {})):
             h.update(model.linear[name].state())
         h.update(_booster_text(model.class_model).encode())

@@ -108,10 +108,10 @@ def test_the_evidence_gate_asks_more_when_the_scores_are_the_best_of_several():
     assert EvidenceGate.fit(Identity(), raw, y, progress).open == [1.0]
     assert EvidenceGate.fit(Identity(), raw, y, progress, z=norm.ppf(1 - 0.05 / 5)).open == [0.0]
 
-    from quality.deviation import DeviationModel
+    from quality.deviation import CANDIDATES, DeviationModel
 
     series, outcomes = _batches(n=30, seed=4, hours=20)
     model = DeviationModel(seed=0).fit(_history(series, outcomes))
     k = len(model.selection["candidates"])
-    assert k == 5
+    assert k == len(CANDIDATES)
     assert model.calibration["evidence_z"] == pytest.approx(norm.ppf(1 - 0.05 / k), abs=1e-4)

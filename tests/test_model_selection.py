@@ -103,12 +103,15 @@ def test_selection_is_recorded_and_chooses_the_best_cross_validated_candidate(fi
     assert best["cv_mean"] > 0.8
 
 
-def test_predictions_at_p_ignore_what_was_recorded_after_p(fitted):
+@pytest.mark.parametrize("progress", [0.2, 0.5])
+def test_predictions_at_p_ignore_what_was_recorded_after_p(fitted, progress):
+    """At 0.5 the chosen pipeline scores; at 0.2 the early one, and where the evidence gate
+    is closed the tie-break (distance from the normal batches) orders them."""
     model, _, series, _ = fitted
     nominal = model.featurizer.nominal_h
-    cut = 0.5 * nominal
+    cut = progress * nominal
     hist = _history(series, pd.DataFrame({"batch": series["batch"].unique()}), None)
-    before = model.predict(hist, progress=0.5, explain=False)["p_deviation"]
+    before = model.predict(hist, progress=progress, explain=False)["p_deviation"]
     # swap everything recorded after the cut-off between batches (a cyclic shift)
     late = series["hours"] > cut
     swapped = series.copy()
@@ -116,7 +119,7 @@ def test_predictions_at_p_ignore_what_was_recorded_after_p(fitted):
     shift = dict(zip(ids, ids[1:] + ids[:1], strict=True))
     swapped.loc[late, "batch"] = swapped.loc[late, "batch"].map(shift)
     hist2 = _history(swapped, pd.DataFrame({"batch": ids}), None)
-    after = model.predict(hist2, progress=0.5, explain=False)["p_deviation"]
+    after = model.predict(hist2, progress=progress, explain=False)["p_deviation"]
     np.testing.assert_allclose(after.reindex(before.index), before, rtol=0, atol=1e-12)
 
 
