@@ -323,8 +323,7 @@ class DeviationModel:
                 _trajectories(cube), y_b, **self._cube_meta()
             )
         self.calibration["no_evidence_order"] = (
-            "distance from the normal batches (monitor score of the "
-            f"{self.tie} pipeline)"
+            f"distance from the normal batches (monitor score of the {self.tie} pipeline)"
         )
 
     def _tie_raw(self, cube: Cube, progress: np.ndarray) -> np.ndarray | None:
@@ -336,9 +335,8 @@ class DeviationModel:
         rows = np.flatnonzero(self.calibrator.openness(progress) < 1.0)
         out = np.full(len(progress), np.nan)
         if len(rows):
-            tr = _trajectories(cube)
-            tr = tr if len(rows) == len(progress) else tr.take(rows)
-            out[rows] = self.linear[tie].raw(tr, progress[rows], kind="monitor")
+            traj = self.linear[tie]
+            out[rows] = traj.raw(_trajectories(cube), progress, kind="monitor", rows=rows)
         return out
 
     def _cube_meta(self) -> dict:

@@ -354,7 +354,8 @@ class TrajectoryModel:
             cut = np.full(len(y), p * self.nominal_h)
             n_bins = int(min(tr.tacc.shape[2], max(1, np.ceil(p * self.nominal_h / self.bin_h))))
             # the unfolded classifier sees every tag x slice: half the slices keep it small
-            S = int(min(MAX_SLICES if self.kind in ("mspc", "monitor") else MAX_SLICES // 2, n_bins))
+            full = self.kind in ("mspc", "monitor")
+            S = int(min(MAX_SLICES if full else MAX_SLICES // 2, n_bins))
             g = _GridModel(progress=p, n_bins=n_bins, slices=S, pca=None)
             X = self._unfold(tr, tr.seen(cut), np.arange(len(y)), g)
             g.pca = _fit_pca(X[normal])
@@ -433,8 +434,9 @@ class TrajectoryModel:
         return which, tr.seen(cut)
 
     @threadpool_limits.wrap(limits=BLAS_THREADS, user_api="blas")
-    def raw(self, tr: Trajectories, progress, kind: str | None = None) -> np.ndarray:
-        """Log-odds of a deviation for each batch at its progress (array, one per batch).
+    def raw(self, tr: Trajectories, progress, kind: str | None = None, rows=None) -> np.ndarray:
+        """Log-odds of a deviation for each batch at its progress (array, one per batch, or
+        one per batch of ``rows``: those only are computed).
 
         ``kind="monitor"`` gives the ``monitor`` score of an ``mspc`` model (both are fitted
         on the same statistics).
@@ -445,16 +447,17 @@ class TrajectoryModel:
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(tr),))
         out = np.zeros(len(tr))
         which, seen = self._seen(tr, progress)
-        for i in np.unique(which):
+        asked = np.ones(len(tr), bool) if rows is None else np.isin(np.arange(len(tr)), rows)
+        for i in np.unique(which[asked]):
             g = self.models[i]
-            rows = np.flatnonzero(which == i)
-            F = self._features(g, g.pca, self._unfold(tr, seen, rows, g))
+            at = np.flatnonzero((which == i) & asked)
+            F = self._features(g, g.pca, self._unfold(tr, seen, at, g))
             if kind == "monitor":
                 slope, intercept = g.mon_line
-                out[rows] = slope * self._monitor_score(g, self._monitor_stats(g, F)[0]) + intercept
+                out[at] = slope * self._monitor_score(g, self._monitor_stats(g, F)[0]) + intercept
             else:
-                out[rows] = g.lr.decision_function(self._standard(g, F))
-        return out
+                out[at] = g.lr.decision_function(self._standard(g, F))
+        return out if rows is None else out[rows]
 
     @threadpool_limits.wrap(limits=BLAS_THREADS, user_api="blas")
     def contributions(self, tr: Trajectories, progress) -> tuple[np.ndarray, np.ndarray]:

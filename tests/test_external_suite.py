@@ -354,3 +354,25 @@ def test_window_features_stay_inside_one_asset():
     assert f["s|mean5"].tolist() == [1.0, 1.5, 2.0, 10.0, 10.0, 10.0]
     assert f["s|slope5"].tolist() == pytest.approx([0.0, 1.0, 1.0, 0.0, 0.0, 0.0])
     assert f["elapsed"].tolist() == [0.0, 1.0, 2.0] * 2
+
+
+def test_the_summary_says_no_when_the_product_trails_by_more_than_the_cv_spread():
+    from benchmarks.external import run
+
+    r = {
+        "kind": "batch",
+        "constant_brier": 0.2,
+        "product": {"fit": {"ok": True}, "selection": {"cv_sd": 0.05}},
+        "by_progress": {
+            "0.25": {"product_auc": 0.52, "product_brier": 0.19, "lightgbm_auc": 0.60,
+                     "logistic_auc": 0.55, "envelope_auc": 0.50},
+            "0.5": {"product_auc": 0.70, "product_brier": 0.21, "lightgbm_auc": 0.73,
+                    "logistic_auc": 0.60, "envelope_auc": 0.50},
+            "1.0": {"product_auc": 0.90, "product_brier": 0.10, "lightgbm_auc": 0.80,
+                    "logistic_auc": 0.60, "envelope_auc": 0.50},
+        },
+    }  # fmt: skip
+    rows = {line.split("|")[2].strip(): line for line in run.summary({"x": r}).splitlines()[4:]}
+    assert "**no** (0.080 behind)" in rows["AUC at 25%"] and "| yes |" in rows["AUC at 25%"]
+    assert "yes (0.030 behind)" in rows["AUC at 50%"] and rows["AUC at 50%"].endswith("| no |")
+    assert "yes (ahead)" in rows["AUC at 100%"]

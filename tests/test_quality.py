@@ -135,7 +135,6 @@ def test_shuffled_training_labels_leave_the_model_without_a_claim(history):
     shuffled.outcomes = shuffled.outcomes.assign(label=labels)
     model = DeviationModel(seed=0).fit(shuffled, train)
     metrics = evaluate_deviation(model, history, test)
-    at = _by_p(metrics)
     preds = metrics["_predictions"]
     assert len(model.calibration["no_evidence_at_progress"]) >= 6
     assert model.tie is not None

@@ -363,30 +363,55 @@ def _product_notes(product: dict) -> list[str]:
 
 
 def summary(results: dict) -> str:
-    """One line per data set: product against the best baseline."""
+    """One line per data set and figure: product against the best baseline, and the check
+    of the suite's rule: the product at least as good as the best plain baseline within
+    the chosen pipeline's cross-validated spread (its sd over folds), and a Brier score
+    below the constant-rate predictor's."""
     lines = [
         "### summary",
         "",
-        "| data set | figure | product | best baseline | baseline |",
-        "|---|---|---|---|---|",
+        "| data set | figure | product | best baseline | baseline | CV sd | within spread "
+        "| Brier below constant |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
+        sel = r["product"].get("selection") or {}
+        sd = sel.get("cv_sd")
+        ok = r["product"]["fit"]["ok"]
         if r["kind"] == "batch":
-            for p in ("0.5", "1.0"):
-                row = r["by_progress"][p]
+            for p, row in r["by_progress"].items():
                 best = max(BASELINES, key=lambda b: row[f"{b}_auc"] or 0.0)
-                prod = _f(row["product_auc"]) if r["product"]["fit"]["ok"] else "error"
+                prod, base = row["product_auc"], row[f"{best}_auc"]
+                within = _verdict(ok and prod is not None, (prod or 0) - base, sd, 3)
+                calibrated = (
+                    ""
+                    if not ok or row["product_brier"] is None
+                    else ("yes" if row["product_brier"] < r["constant_brier"] else "no")
+                )
                 lines.append(
-                    f"| {name} | AUC at {float(p):.0%} | {prod} | {_f(row[f'{best}_auc'])} | "
-                    f"{best} |"
+                    f"| {name} | AUC at {float(p):.0%} | {_f(prod) if ok else 'error'} | "
+                    f"{_f(base)} | {best} | {_f(sd)} | {within} | {calibrated} |"
                 )
         else:
             prod = r["product_rmse"]
+            base = r["baseline_rmse"]["rmse"]
+            within = _verdict(prod is not None, base - (prod or {}).get("rmse", 0.0), sd, 1)
             lines.append(
                 f"| {name} | RUL RMSE | {_f(prod['rmse'], 1) if prod else 'error'} | "
-                f"{_f(r['baseline_rmse']['rmse'], 1)} | LightGBM windows |"
+                f"{_f(base, 1)} | LightGBM windows | {_f(sd, 1)} | {within} | |"
             )
     return "\n".join(lines)
+
+
+def _verdict(scored: bool, lead: float, sd: float | None, digits: int) -> str:
+    """ "yes" when the product leads or trails the baseline by at most ``sd``."""
+    if not scored:
+        return "error"
+    if lead >= 0:
+        return "yes (ahead)"
+    if sd is not None and -lead <= sd:
+        return f"yes ({-lead:.{digits}f} behind)"
+    return f"**no** ({-lead:.{digits}f} behind)"
 
 
 def main(argv: list[str] | None = None) -> int:
