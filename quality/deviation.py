@@ -243,6 +243,7 @@ class DeviationModel:
         InputError
             Too few labelled batches, or one outcome only.
         """
+        self.__dict__.pop("_tags_used", None)
         ids = history.labelled() if batch_ids is None else pd.Index(batch_ids)
         ids = history.outcomes.loc[ids].sort_values("order", kind="stable").index
         labels = history.outcomes.loc[ids, "label"]
@@ -338,6 +339,23 @@ class DeviationModel:
             traj = self.linear[tie]
             out[rows] = traj.raw(_trajectories(cube), progress, kind="monitor", rows=rows)
         return out
+
+    def __getstate__(self) -> dict:
+        # what scoring caches is not part of the model (its file, its bytes)
+        return {k: v for k, v in self.__dict__.items() if k != "_tags_used"}
+
+    def _booster_tags(self) -> np.ndarray:
+        """Positions of the tags whose statistics the classifier's trees split on: scoring
+        without explanations computes only theirs (the other columns cannot change a tree's
+        answer; tests check the scores are the same)."""
+        cached = self.__dict__.get("_tags_used")
+        if cached is not None:
+            return cached
+        used = self.classifier.booster_.feature_importance("split") > 0
+        names = {f.split("|", 1)[0] for f, u in zip(self.features, used, strict=True) if u}
+        tags = np.array([j for j, t in enumerate(self.featurizer.tags) if t in names], int)
+        self.__dict__["_tags_used"] = tags
+        return tags
 
     def _cube_meta(self) -> dict:
         f = self.featurizer
@@ -596,7 +614,7 @@ class DeviationModel:
         frame = frame or self.featurizer.feature_names() != self.features
         for name in {m for pipeline, _ in phases for m in self._members(pipeline)}:
             if name == "lgbm" and not frame:
-                M = self.featurizer.matrix(history, ids, progress, cube)
+                M = self.featurizer.matrix(history, ids, progress, cube, self._booster_tags())
                 raw[name] = self.classifier.booster_.predict(M, raw_score=True)
             elif name == "lgbm":
                 X = self.featurizer.transform(history, ids, progress, cube, once=once)

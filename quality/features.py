@@ -211,16 +211,22 @@ class BatchFeaturizer:
         return frame
 
     def matrix(
-        self, history: BatchHistory, batch_ids, progress, cube: Cube | None = None
+        self,
+        history: BatchHistory,
+        batch_ids,
+        progress,
+        cube: Cube | None = None,
+        tags: np.ndarray | None = None,
     ) -> np.ndarray:
         """:meth:`transform` as the float matrix the booster reads (scoring's fast path).
 
         Columns in :meth:`feature_names` order; a categorical context column holds its
         category code (missing or unseen: NaN), which is how LightGBM reads a pandas
-        categorical with the fitted categories.
+        categorical with the fitted categories. ``tags``: positions of the only tags whose
+        statistics are computed (a booster's used tags); the others' columns are NaN.
         """
         ids = pd.Index(batch_ids)
-        data, ctx = self._numeric(history, ids, progress, cube)
+        data, ctx = self._numeric(history, ids, progress, cube, tags=tags)
         codes = []
         for col, cats in self.context_categories.items():
             if col in ctx:
@@ -230,19 +236,29 @@ class BatchFeaturizer:
             codes.append(np.where(code >= 0, code, np.nan))
         return np.column_stack([data, *codes]) if codes else data
 
-    def _numeric(self, history, ids: pd.Index, progress, cube, *, once: bool = False):
-        """Progress, cut-off, tag statistics and numeric context of ``ids``, and the context."""
+    def _numeric(self, history, ids: pd.Index, progress, cube, *, once=False, tags=None):
+        """Progress, cut-off, tag statistics and numeric context of ``ids``, and the context
+        (``tags``: only these tags' statistics, the others NaN)."""
         cube = cube if cube is not None else self.cube(history, ids)
         progress = np.broadcast_to(np.asarray(progress, dtype=float), (len(ids),))
         cut = progress * self.nominal_h
         # one cut-off per cube: a direct pass is cheaper than building the running sums
-        stats = (
-            self.stats_direct(cube, cut) if once and cube.prefix is None else self.stats(cube, cut)
-        )
+        if once and cube.prefix is None and tags is None:
+            stats = self.stats_direct(cube, cut)
+        else:
+            stats = self.stats(cube, cut, tags)
         # one float block in feature_names() order (tag-major, STATS order; state tags:
         # last only), then the categorical context columns
-        block = np.stack([stats[name] for name in STATS], axis=2)[:, self._stat_mask()]
-        ctx = history.outcomes.reindex(ids)
+        block = np.stack([stats[name] for name in STATS], axis=2)
+        if tags is not None:
+            full = np.full((len(ids), len(self.tags), len(STATS)), np.nan)
+            full[:, tags] = block
+            block = full
+        block = block[:, self._stat_mask()]
+        wanted = [*self.context_numeric, *self.context_categories]
+        ctx = history.outcomes.reindex(
+            index=ids, columns=history.outcomes.columns.intersection(wanted)
+        )
         numeric = [
             pd.to_numeric(ctx[col], errors="coerce").to_numpy(dtype=float)
             if col in ctx
@@ -311,19 +327,24 @@ class BatchFeaturizer:
         """Length of the recent window in bins."""
         return max(2, round(RECENT_SHARE * self.nominal_h / max(self.bin_h, 1e-12)))
 
-    def stats(self, cube: Cube, cut: np.ndarray) -> dict[str, np.ndarray]:
+    def stats(
+        self, cube: Cube, cut: np.ndarray, tags: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Per (batch, tag) statistics of the bins seen by ``cut`` (batch hours, per batch).
 
         Within a batch and tag, bins follow batch time, so the bins seen by a cut-off are a
         prefix: every statistic is read from running sums (computed once per cube and kept
         on it), which makes a snapshot cost a gather instead of a pass over all bins.
+        ``tags``: positions of the tags wanted (default all); columns follow them.
         """
         p = self._prefix(cube)
         at = cube.seen(cut) - 1  # shared with the other pipelines of the snapshot
 
         n_b, n_t, n_k = cube.value.shape
         row = np.arange(n_b)[:, None] * n_k
-        tag = np.arange(n_t)[None, :]
+        tags = np.arange(n_t) if tags is None else np.asarray(tags, dtype=np.int64)
+        tag = tags[None, :]
+        at = at[:, tags]
 
         flats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -357,7 +378,7 @@ class BatchFeaturizer:
         no_data = n == 0
         bad_h = take("bad", at) * bh
         return {
-            "mean": np.where(no_data, np.nan, mean_c + self.center[None, :]),
+            "mean": np.where(no_data, np.nan, mean_c + self.center[None, tags]),
             "std": np.where(n > 1, np.sqrt(var), np.nan),
             "last": np.where(last_k >= 0, last, np.nan),
             "slope": slope,

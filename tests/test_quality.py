@@ -119,6 +119,31 @@ def test_cqa_intervals_cover_about_90_percent(trained):
         assert 0.8 <= row["droplet_z_avg_nm_coverage"] <= 0.99
 
 
+def test_scoring_computes_only_the_tags_the_trees_use_with_the_same_scores(trained, history):
+    """Scoring without explanations computes the statistics of the tags the classifier's
+    trees split on only: the booster's answer, and the probabilities, must be the same."""
+    model = model_of(trained)
+    _, test = split_batches(history)
+    tags = model._booster_tags()
+    assert 0 < len(tags) < len(model.featurizer.tags)
+    cube = model.featurizer.cube(history, test)
+    names = model.featurizer.feature_names()
+    kept = [i for i, n in enumerate(names) if n.split("|", 1)[0] not in model.featurizer.tags
+            or model.featurizer.tags.index(n.split("|", 1)[0]) in set(tags)]  # fmt: skip
+    booster = model.classifier.booster_
+    progress = np.linspace(0.05, 1.0, len(test))
+    full = model.featurizer.matrix(history, test, progress, cube)
+    part = model.featurizer.matrix(history, test, progress, cube, tags)
+    np.testing.assert_array_equal(part[:, kept], full[:, kept])
+    assert np.isnan(np.delete(part, kept, axis=1)).all()
+    np.testing.assert_array_equal(
+        booster.predict(part, raw_score=True), booster.predict(full, raw_score=True)
+    )
+    framed = model.predict(history, test, progress, explain=False)["p_deviation"]
+    np.testing.assert_allclose(model.score(history, test, progress, cube), framed, rtol=0,
+                               atol=1e-12)  # fmt: skip
+
+
 def test_shuffled_training_labels_leave_the_model_without_a_claim(history):
     """With the training labels shuffled there is nothing to learn: the cross-validation
     finds no ranking evidence, so the probabilities stay at the base rate, and the learned
