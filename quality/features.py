@@ -271,46 +271,39 @@ class BatchFeaturizer:
         """Per (batch, tag) statistics of the bins seen by ``cut``, computed directly.
 
         The reference for :meth:`stats` (prefix sums, what :meth:`transform` uses); tests
-        check that both agree.
+        check that both agree. Passes over all bins only where a statistic needs them; the
+        slope and the recent mean read the few bins before each tag's last one.
         """
         seen = cube.t_h <= cut[:, None, None]
-        v = np.where(seen, cube.value, np.nan)
-        valid = ~np.isnan(v)
+        value = cube.value
+        valid = seen & ~np.isnan(value)
         n = valid.sum(axis=2)
         bh = self.bin_h
         with np.errstate(all="ignore"), _quiet():
             # sums instead of numpy's nan-functions (which copy the array for each call)
-            v0 = np.where(valid, v, 0.0)
-            mean = v0.sum(axis=2) / n
-            std = np.sqrt(np.where(valid, (v - mean[..., None]) ** 2, 0.0).sum(axis=2) / n)
-            k = np.arange(self.n_bins)[None, None, :]
-            last_k = np.where(valid, k, -1).max(axis=2)
-            last = np.take_along_axis(v, np.maximum(last_k, 0)[..., None], axis=2)[..., 0]
+            vc = np.where(valid, value - self.center[None, :, None], 0.0)
+            mean_c = vc.sum(axis=2) / n
+            var = np.maximum(np.einsum("btk,btk->bt", vc, vc) / n - mean_c**2, 0.0)
+            last_k = np.where(n > 0, value.shape[2] - 1 - valid[..., ::-1].argmax(axis=2), -1)
+            last = np.take_along_axis(value, np.maximum(last_k, 0)[..., None], axis=2)[..., 0]
             last = np.where(last_k >= 0, last, np.nan)
-            w = valid & (k > (last_k[..., None] - SLOPE_BINS))
-            nw = w.sum(axis=2)
-            kbar = np.where(w, k, 0).sum(axis=2) / nw
-            vbar = np.where(w, v0, 0.0).sum(axis=2) / nw
-            dk = np.where(w, k - kbar[..., None], 0.0)
-            num = (dk * np.where(w, v0 - vbar[..., None], 0.0)).sum(axis=2)
-            den = (dk * dk).sum(axis=2)
-            slope = np.where(den > 0, num / den / bh, np.nan)
-            below = (valid & (v < self.env_lo[None])).sum(axis=2) * bh
-            above = (valid & (v > self.env_hi[None])).sum(axis=2) * bh
-            zs = (v - self.env_med[None]) / self.env_width[None]
+            slope = self._window_slope(value, valid, last_k)
+            below = (seen & (value < self.env_lo[None])).sum(axis=2) * bh
+            above = (seen & (value > self.env_hi[None])).sum(axis=2) * bh
+            zs = np.where(valid, value - self.env_med[None], np.nan)
+            zs /= self.env_width[None]
             fin = np.isfinite(zs)
             zs0 = np.where(fin, zs, 0.0)
             max_z = np.where(fin, np.abs(zs0), -np.inf).max(axis=2)
             max_z = np.where(np.isfinite(max_z), max_z, np.nan)
-            at_max = (valid & (v >= self.sat_level[None, :, None])).sum(axis=2) * bh
+            at_max = (seen & (value >= self.sat_level[None, :, None])).sum(axis=2) * bh
             bad_h = np.where(seen, cube.bad, 0.0).sum(axis=2) * bh
             z_mean = zs0.sum(axis=2) / fin.sum(axis=2)
-            recent = fin & (k > (last_k[..., None] - self.recent_bins))
-            z_recent = np.where(recent, zs0, 0.0).sum(axis=2) / recent.sum(axis=2)
+            z_recent = self._window_mean(zs0, fin, last_k, self.recent_bins)
         no_data = n == 0
         return {
-            "mean": mean,
-            "std": np.where(n > 1, std, np.nan),
+            "mean": mean_c + self.center[None, :],
+            "std": np.where(n > 1, np.sqrt(var), np.nan),
             "last": last,
             "slope": slope,
             "below_h": np.where(no_data, np.nan, below),
@@ -321,6 +314,35 @@ class BatchFeaturizer:
             "z_mean": z_mean,
             "z_recent": z_recent,
         }
+
+    @staticmethod
+    def _window(last_k: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The bins ``last_k - width + 1 .. last_k`` of each (batch, tag): their indices
+        (clipped at 0) and whether each exists."""
+        k = last_k[..., None] - np.arange(width - 1, -1, -1)
+        return np.maximum(k, 0), k >= 0
+
+    def _window_slope(self, value, valid, last_k) -> np.ndarray:
+        """Least-squares slope per hour over the valid bins among the last
+        :data:`SLOPE_BINS` up to each (batch, tag)'s last valid bin."""
+        idx, exists = self._window(last_k, SLOPE_BINS)
+        w = exists & np.take_along_axis(valid, idx, axis=2)
+        v = np.where(w, np.take_along_axis(value, idx, axis=2), 0.0)
+        k = np.where(w, idx, 0).astype(float)
+        nw = w.sum(axis=2)
+        kbar = k.sum(axis=2) / nw
+        vbar = v.sum(axis=2) / nw
+        dk = np.where(w, k - kbar[..., None], 0.0)
+        num = (dk * np.where(w, v - vbar[..., None], 0.0)).sum(axis=2)
+        den = (dk * dk).sum(axis=2)
+        return np.where(den > 0, num / den / self.bin_h, np.nan)
+
+    def _window_mean(self, x0, ok, last_k, width: int) -> np.ndarray:
+        """Mean of ``x0`` over the bins where ``ok`` among the last ``width`` up to each
+        (batch, tag)'s last valid bin (``x0`` is 0 where not ``ok``)."""
+        idx, exists = self._window(last_k, width)
+        w = exists & np.take_along_axis(ok, idx, axis=2)
+        return np.where(w, np.take_along_axis(x0, idx, axis=2), 0.0).sum(axis=2) / w.sum(axis=2)
 
     @property
     def recent_bins(self) -> int:

@@ -83,37 +83,28 @@ class SensorCheck:
 
     def check(self, cube, cut_h: np.ndarray) -> list[list[str]]:
         """Suspect sensors of each batch at its cut-off, as ``name: reason`` strings."""
-        n_b, n_t, n_k = cube.value.shape
+        n_b, n_t, _ = cube.value.shape
         cut_h = np.broadcast_to(np.asarray(cut_h, dtype=float), (n_b,))
         seen = cube.t_h <= cut_h[:, None, None]
-        valid = seen & np.isfinite(cube.value)
-        k = np.arange(n_k)[None, None, :]
-        last_k = np.where(seen, k, -1).max(axis=2)
-        recent = seen & (k > last_k[..., None] - FROZEN_BINS)
+        last_k = _last_true(seen)
+        # the latest FROZEN_BINS bins up to each tag's last seen one
+        idx, exists = _window(last_k, FROZEN_BINS)
+        recent = exists & np.take_along_axis(seen, idx, axis=2)
         n_recent = recent.sum(axis=2)
-        frozen_bins = (recent & valid & (cube.sd == 0)).sum(axis=2)
+        sd = np.take_along_axis(cube.sd, idx, axis=2)
+        value = np.take_along_axis(cube.value, idx, axis=2)
+        frozen_bins = (recent & np.isfinite(value) & (sd == 0)).sum(axis=2)
         varies = np.nan_to_num(self.typical_sd, nan=0.0) > 0
         frozen = (n_recent >= FROZEN_BINS) & (frozen_bins >= FROZEN_BINS) & varies[None, :]
-        bad_share = np.where(recent, cube.bad, 0.0).sum(axis=2) / np.maximum(n_recent, 1)
+        bad = np.take_along_axis(cube.bad, idx, axis=2)
+        bad_share = np.where(recent, bad, 0.0).sum(axis=2) / np.maximum(n_recent, 1)
         usually_good = self.typical_bad < BAD_SHARE / 2
-        bad = (n_recent > 0) & (bad_share >= BAD_SHARE) & usually_good[None, :]
+        # "at least half": a share of exactly a half may add up to a hair below it
+        bad = (n_recent > 0) & (bad_share >= BAD_SHARE - 1e-9) & usually_good[None, :]
         drift = np.zeros((n_b, n_t), dtype=bool)
-        for idx, mu, sd, models in self.groups:
-            z = (cube.value[:, idx, :] - mu[None, :, None]) / sd[None, :, None]
-            z = np.where(seen[:, idx, :], z, np.nan)
-            complete = np.isfinite(z).all(axis=1)
-            lk = np.where(complete, k[0], -1).max(axis=1)
-            window = complete & (k[0] > lk[:, None] - DRIFT_BINS) & (lk[:, None] >= DRIFT_BINS)
-            z0 = np.nan_to_num(z)  # once per step, not once per tag
-            n_window = np.maximum(window.sum(axis=1), 1)
-            for a, others, coef, icpt, rsd in models:
-                pred = np.einsum("bok,o->bk", z0[:, others, :], coef) + icpt
-                resid = np.where(window, z0[:, a, :] - pred, 0.0)
-                mean = np.where(window.any(axis=1), resid.sum(axis=1) / n_window, 0.0)
-                drift[:, idx[a]] = np.abs(mean) > DRIFT_SIGMAS * max(rsd, 1e-6)
-            # one tag against all the others is a sensor; several together are the process
-            several = drift[:, idx].sum(axis=1) > 1
-            drift[np.ix_(several, idx)] = False
+        for idx_g, mu, sd_g, models in self.groups:
+            drift[:, idx_g] = self._drifting(cube.value[:, idx_g, :], seen[:, idx_g, :], mu, sd_g,
+                                             models)  # fmt: skip
         out = []
         for b in range(n_b):
             flags = []
@@ -128,3 +119,41 @@ class SensorCheck:
                 flags.append(f"{self.names[j]}: {why}")
             out.append(flags)
         return out
+
+    @staticmethod
+    def _drifting(value, seen, mu, sd, models) -> np.ndarray:
+        """Batch x tag of one step: does the tag's mean residual against what the other tags
+        imply, over the last :data:`DRIFT_BINS` bins where all of them have a value, exceed
+        :data:`DRIFT_SIGMAS` (and only one tag of the step does)?"""
+        complete = (seen & np.isfinite(value)).all(axis=1)  # batch x bin
+        lk = _last_true(complete)
+        k = lk[:, None] - np.arange(DRIFT_BINS - 1, -1, -1)  # batch x window
+        at = np.maximum(k, 0)
+        window = (k >= 0) & np.take_along_axis(complete, at, axis=1) & (lk[:, None] >= DRIFT_BINS)
+        z = np.take_along_axis(value, np.broadcast_to(at[:, None, :], (len(value), value.shape[1],
+                               at.shape[1])), axis=2)  # fmt: skip
+        z = np.where(window[:, None, :], (z - mu[None, :, None]) / sd[None, :, None], 0.0)
+        n_window = np.maximum(window.sum(axis=1), 1)
+        any_window = window.any(axis=1)
+        drift = np.zeros((len(value), value.shape[1]), dtype=bool)
+        for a, others, coef, icpt, rsd in models:
+            pred = np.einsum("bok,o->bk", z[:, others, :], coef) + icpt
+            resid = np.where(window, z[:, a, :] - pred, 0.0)
+            mean = np.where(any_window, resid.sum(axis=1) / n_window, 0.0)
+            drift[:, a] = np.abs(mean) > DRIFT_SIGMAS * max(rsd, 1e-6)
+        # one tag against all the others is a sensor; several together are the process
+        drift[drift.sum(axis=1) > 1] = False
+        return drift
+
+
+def _last_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the last True along the last axis (-1 where none)."""
+    last = mask.shape[-1] - 1 - mask[..., ::-1].argmax(axis=-1)
+    return np.where(mask.any(axis=-1), last, -1)
+
+
+def _window(last_k: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``last_k - width + 1 .. last_k`` along a new last axis (clipped at 0), and
+    whether each exists."""
+    k = last_k[..., None] - np.arange(width - 1, -1, -1)
+    return np.maximum(k, 0), k >= 0

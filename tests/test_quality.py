@@ -279,6 +279,47 @@ def test_a_frozen_sensor_is_named_and_makes_the_score_low_confidence(history, tr
     assert "Dissolved oxygen (production)" not in base["suspect_sensors"].iloc[0]
 
 
+def test_sensor_checks_read_each_tags_latest_bins(history, trained):
+    """Bad status over exactly half the latest bins, one tag of a step drifting away from
+    what the others imply, and the whole step moving together (the process, not a sensor),
+    at a cut-off in the middle of the batch: only the bins up to it count."""
+    model, _, _ = trained
+    check = model.sensor_check
+    _, test = split_batches(history)
+    cube = model.featurizer.cube(history, test[:20])
+    cut = np.full(20, 0.5 * model.featurizer.nominal_h)
+    base = check.check(cube, cut)
+    idx = max(check.groups, key=lambda g: len(g[0]))[0]
+    j, b = int(idx[0]), 3
+    last = int(np.flatnonzero(cube.t_h[b, j] <= cut[b]).max())
+    cube.bad[b, j, last - 2 : last + 1] = [1 / 3, 2 / 3, 1 / 2]
+    cube.bad[b, j, last + 1 :] = 1.0  # after the cut-off: must not count
+    name = check.names[j]
+    assert f"{name}: bad status" in check.check(cube, cut)[b]
+    # drift: one tag of the step, over its latest bins (a tag that the others' models lean
+    # on moves their predictions too, and several tags at once are the process: the first
+    # tag named alone is the one moved)
+    b2 = 7
+    seen = np.flatnonzero(cube.t_h[b2, j] <= cut[b2])
+    group = max(check.groups, key=lambda g: len(g[0]))
+    named = []
+    for pos, t in enumerate(idx):
+        before = cube.value[b2, t, seen[-4:]].copy()
+        cube.value[b2, t, seen[-4:]] += 10 * group[2][pos]
+        named = [f for f in check.check(cube, cut)[b2] if "drifting" in f]
+        cube.value[b2, t, seen[-4:]] = before
+        if named:
+            assert named == [f"{check.names[t]}: drifting vs the other tags"]
+            break
+    assert named, "no single tag of the step was named when moved alone"
+    # the whole step moving together is the process: no tag of it is named
+    for pos, t in enumerate(idx):
+        cube.value[b2, t, seen[-4:]] += 10 * group[2][pos]
+    flags = check.check(cube, cut)[b2]
+    assert not any("drifting" in f for f in flags)
+    assert check.check(cube, cut)[0] == base[0]
+
+
 def test_sensor_flags_are_rare(history, trained):
     model, _, _ = trained
     _, test = split_batches(history)
