@@ -248,24 +248,36 @@ class BatchFeaturizer:
         else:
             stats = self.stats(cube, cut, tags)
         # one float block in feature_names() order (tag-major, STATS order; state tags:
-        # last only), then the categorical context columns
-        block = np.stack([stats[name] for name in STATS], axis=2)
-        if tags is not None:
-            full = np.full((len(ids), len(self.tags), len(STATS)), np.nan)
-            full[:, tags] = block
-            block = full
-        block = block[:, self._stat_mask()]
+        # last only), then the numeric context columns
+        pos = self._stat_columns()  # tag x stat: column in the block (-1: none)
+        n_block = int((pos >= 0).sum())
+        out = np.empty((len(ids), 2 + n_block + len(self.context_numeric)))
+        out[:, 0], out[:, 1] = progress, cut
+        if tags is None:
+            tags = slice(None)
+        else:
+            out[:, 2 : 2 + n_block] = np.nan
+        for s, name in enumerate(STATS):
+            col = pos[tags, s]
+            has = col >= 0
+            out[:, 2 + col[has]] = stats[name][:, has]
         wanted = [*self.context_numeric, *self.context_categories]
-        ctx = history.outcomes.reindex(
-            index=ids, columns=history.outcomes.columns.intersection(wanted)
-        )
-        numeric = [
-            pd.to_numeric(ctx[col], errors="coerce").to_numpy(dtype=float)
-            if col in ctx
-            else np.full(len(ids), np.nan)
-            for col in self.context_numeric
-        ]
-        return np.column_stack([progress, cut, block, *numeric]), ctx
+        present = [c for c in wanted if c in history.outcomes.columns]
+        ctx = history.outcomes[present].reindex(ids) if present else pd.DataFrame(index=ids)
+        for i, col in enumerate(self.context_numeric):
+            out[:, 2 + n_block + i] = (
+                pd.to_numeric(ctx[col], errors="coerce").to_numpy(dtype=float)
+                if col in ctx
+                else np.nan
+            )
+        return out, ctx
+
+    def _stat_columns(self) -> np.ndarray:
+        """Tag x statistic: the column of each in the statistics block (-1: not a feature)."""
+        mask = self._stat_mask()
+        pos = np.full(mask.shape, -1, dtype=np.int64)
+        pos[mask] = np.arange(int(mask.sum()))
+        return pos
 
     def stats_direct(self, cube: Cube, cut: np.ndarray) -> dict[str, np.ndarray]:
         """Per (batch, tag) statistics of the bins seen by ``cut``, computed directly.

@@ -232,11 +232,12 @@ def _components(Zc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _stats(pca: _PCA, Z: np.ndarray):
-    """T2, SPE and the residual matrix of scaled rows."""
+    """T2, SPE and the squared residuals of scaled rows."""
     T = Z @ pca.loadings
     t2 = np.sum(T**2 / pca.variance, axis=1)
     resid = Z - T @ pca.loadings.T
-    return t2, np.sum(resid**2, axis=1), resid
+    r2 = np.multiply(resid, resid, out=resid)
+    return t2, r2.sum(axis=1), r2
 
 
 @dataclass
@@ -293,12 +294,12 @@ class TrajectoryModel:
         """Monitoring statistics (and, for ``unfolded``, the scaled trajectory) of rows."""
         n_t, S = len(self.tags), g.slices
         Z = X - pca.mean
-        Z /= pca.scale
+        Z *= 1.0 / pca.scale
         np.clip(Z, -CLIP_SD, CLIP_SD, out=Z)
         missing = np.isnan(Z)
         np.copyto(Z, 0.0, where=missing)  # a slice not seen (yet) sits on the normal mean
-        t2, spe, resid = _stats(pca, Z)
-        r3 = (resid * resid).reshape(len(Z), n_t, S)
+        t2, spe, r2 = _stats(pca, Z)
+        r3 = r2.reshape(len(Z), n_t, S)
         z3 = Z.reshape(len(Z), n_t, S)
         seen = ~missing.reshape(len(Z), n_t, S)
         has = seen.any(axis=1)  # batch x slice
@@ -306,12 +307,16 @@ class TrajectoryModel:
         spe_last = r3[np.arange(len(Z)), :, last].sum(axis=1)
         R = max(1, round(S / 6))  # the latest sixth of the trajectory so far
         slices = np.arange(S)[None, :]
-        recent = ((slices > (last[:, None] - R)) & (slices <= last[:, None])).astype(float)
-        n_seen = np.maximum(seen.sum(axis=2), 1)
-        # z3 is 0 where a slice is not seen: sums over seen slices are plain sums
-        z_mean = z3.sum(axis=2) / n_seen
-        n_recent = (seen.astype(float) @ recent[:, :, None])[..., 0]
-        z_recent = (z3 @ recent[:, :, None])[..., 0] / np.maximum(n_recent, 1)
+        # per tag, sums over all slices and over the recent ones, as one product per batch
+        # (z3 is 0 where a slice is not seen: sums over seen slices are plain sums)
+        W = np.empty((len(Z), S, 2))
+        W[:, :, 0] = 1.0
+        W[:, :, 1] = (slices > (last[:, None] - R)) & (slices <= last[:, None])
+        counts = seen.astype(float) @ W
+        sums = z3 @ W
+        n_seen = np.maximum(counts[..., 0], 1)
+        z_mean = sums[..., 0] / n_seen
+        z_recent = sums[..., 1] / np.maximum(counts[..., 1], 1)
         spe_tag = r3.sum(axis=2) / n_seen
         cols = [
             np.log1p(t2 / pca.t2_limit)[:, None],
