@@ -106,3 +106,20 @@ def test_the_monitor_keeps_a_positive_slope_when_labels_say_nothing(data):
     clean, t_clean = _cube(n, seed=9)
     model = _model("monitor", clean, t_clean, y)
     assert all(g.mon_line[0] > 0 for g in model.models)
+
+
+def test_bins_seen_by_a_cut_off_are_counted_as_the_plain_count():
+    """count_seen reads the count as the first bin not seen (the running maximum of bin
+    times makes the seen bins a prefix): it must equal the plain count, empty bins, cut-offs
+    before the first bin and after the last included."""
+    from quality.mspc import count_seen, running_time
+
+    rng = np.random.default_rng(2)
+    t_h = np.cumsum(rng.uniform(0.5, 1.5, (30, 5, 40)), axis=2)
+    t_h[rng.random(t_h.shape) < 0.2] = np.inf  # bins without a sample
+    t_h[4, 2] = np.inf  # a tag without any
+    tacc = running_time(t_h)
+    for cut in (np.full(30, -1.0), rng.uniform(0, 50, 30), np.full(30, 1e9)):
+        plain = (tacc <= cut[:, None, None]).sum(axis=2)
+        np.testing.assert_array_equal(count_seen(tacc, cut), plain)
+        assert 0 < plain.mean() < 40 or cut[0] in (-1.0, 1e9)
