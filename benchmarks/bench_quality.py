@@ -90,7 +90,8 @@ def main() -> None:
             f"scoring (median of {args.runs}, {len(test)} batches, {len(model.features)} "
             f"features): {med(plain):,.0f} snapshots/s without explanations (goal >= 10,000), "
             f"{med(explained):,.0f}/s with explanations, sensor checks and CQA intervals "
-            f"(goal >= 500)"
+            f"(goal >= 500)  runs: "
+            + ", ".join(f"{a:,.0f} / {b:,.0f}" for a, b in zip(plain, explained, strict=True))
         )
 
 
