@@ -296,7 +296,7 @@ class BatchFeaturizer:
             vc = np.where(valid, value - self.center[None, :, None], 0.0)
             mean_c = vc.sum(axis=2) / n
             var = np.maximum(np.einsum("btk,btk->bt", vc, vc) / n - mean_c**2, 0.0)
-            last_k = np.where(n > 0, value.shape[2] - 1 - valid[..., ::-1].argmax(axis=2), -1)
+            last_k = last_true(valid)
             last = np.take_along_axis(value, np.maximum(last_k, 0)[..., None], axis=2)[..., 0]
             last = np.where(last_k >= 0, last, np.nan)
             slope = self._window_slope(value, valid, last_k)
@@ -327,17 +327,10 @@ class BatchFeaturizer:
             "z_recent": z_recent,
         }
 
-    @staticmethod
-    def _window(last_k: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The bins ``last_k - width + 1 .. last_k`` of each (batch, tag): their indices
-        (clipped at 0) and whether each exists."""
-        k = last_k[..., None] - np.arange(width - 1, -1, -1)
-        return np.maximum(k, 0), k >= 0
-
     def _window_slope(self, value, valid, last_k) -> np.ndarray:
         """Least-squares slope per hour over the valid bins among the last
         :data:`SLOPE_BINS` up to each (batch, tag)'s last valid bin."""
-        idx, exists = self._window(last_k, SLOPE_BINS)
+        idx, exists = latest_bins(last_k, SLOPE_BINS)
         w = exists & np.take_along_axis(valid, idx, axis=2)
         v = np.where(w, np.take_along_axis(value, idx, axis=2), 0.0)
         k = np.where(w, idx, 0).astype(float)
@@ -352,7 +345,7 @@ class BatchFeaturizer:
     def _window_mean(self, x0, ok, last_k, width: int) -> np.ndarray:
         """Mean of ``x0`` over the bins where ``ok`` among the last ``width`` up to each
         (batch, tag)'s last valid bin (``x0`` is 0 where not ``ok``)."""
-        idx, exists = self._window(last_k, width)
+        idx, exists = latest_bins(last_k, width)
         w = exists & np.take_along_axis(ok, idx, axis=2)
         return np.where(w, np.take_along_axis(x0, idx, axis=2), 0.0).sum(axis=2) / w.sum(axis=2)
 
@@ -470,6 +463,20 @@ class BatchFeaturizer:
         """The golden-batch rule's score: total hours outside the envelope, over all tags."""
         cols = [c for c in features.columns if c.endswith("|below_h") or c.endswith("|above_h")]
         return features[cols].fillna(0.0).sum(axis=1)
+
+
+def last_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the last True along the last axis (-1 where none): each (batch, tag)'s
+    last bin with a value, or seen."""
+    last = mask.shape[-1] - 1 - mask[..., ::-1].argmax(axis=-1)
+    return np.where(mask.any(axis=-1), last, -1)
+
+
+def latest_bins(last_k: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bins ``last_k - width + 1 .. last_k`` along a new last axis: their indices
+    (clipped at 0, for gathers) and whether each exists."""
+    k = last_k[..., None] - np.arange(width - 1, -1, -1)
+    return np.maximum(k, 0), k >= 0
 
 
 class _quiet:

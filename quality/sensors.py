@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import Ridge
 
+from quality.features import last_true, latest_bins
+
 __all__ = ["SensorCheck"]
 
 FROZEN_BINS = 3
@@ -86,9 +88,9 @@ class SensorCheck:
         n_b, n_t, _ = cube.value.shape
         cut_h = np.broadcast_to(np.asarray(cut_h, dtype=float), (n_b,))
         seen = cube.t_h <= cut_h[:, None, None]
-        last_k = _last_true(seen)
+        last_k = last_true(seen)
         # the latest FROZEN_BINS bins up to each tag's last seen one
-        idx, exists = _window(last_k, FROZEN_BINS)
+        idx, exists = latest_bins(last_k, FROZEN_BINS)
         recent = exists & np.take_along_axis(seen, idx, axis=2)
         n_recent = recent.sum(axis=2)
         sd = np.take_along_axis(cube.sd, idx, axis=2)
@@ -126,10 +128,9 @@ class SensorCheck:
         imply, over the last :data:`DRIFT_BINS` bins where all of them have a value, exceed
         :data:`DRIFT_SIGMAS` (and only one tag of the step does)?"""
         complete = (seen & np.isfinite(value)).all(axis=1)  # batch x bin
-        lk = _last_true(complete)
-        k = lk[:, None] - np.arange(DRIFT_BINS - 1, -1, -1)  # batch x window
-        at = np.maximum(k, 0)
-        window = (k >= 0) & np.take_along_axis(complete, at, axis=1) & (lk[:, None] >= DRIFT_BINS)
+        lk = last_true(complete)
+        at, exists = latest_bins(lk, DRIFT_BINS)  # batch x window
+        window = exists & np.take_along_axis(complete, at, axis=1) & (lk[:, None] >= DRIFT_BINS)
         z = np.take_along_axis(value, np.broadcast_to(at[:, None, :], (len(value), value.shape[1],
                                at.shape[1])), axis=2)  # fmt: skip
         z = np.where(window[:, None, :], (z - mu[None, :, None]) / sd[None, :, None], 0.0)
@@ -144,16 +145,3 @@ class SensorCheck:
         # one tag against all the others is a sensor; several together are the process
         drift[drift.sum(axis=1) > 1] = False
         return drift
-
-
-def _last_true(mask: np.ndarray) -> np.ndarray:
-    """Index of the last True along the last axis (-1 where none)."""
-    last = mask.shape[-1] - 1 - mask[..., ::-1].argmax(axis=-1)
-    return np.where(mask.any(axis=-1), last, -1)
-
-
-def _window(last_k: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``last_k - width + 1 .. last_k`` along a new last axis (clipped at 0), and
-    whether each exists."""
-    k = last_k[..., None] - np.arange(width - 1, -1, -1)
-    return np.maximum(k, 0), k >= 0
