@@ -24,7 +24,9 @@ How nothing is lost:
   produced while the ingest was down is stored.
 - No duplicates: rows are de-duplicated on (tag, source time) against the last time
   accepted per tag, so a backfill that overlaps live data, or an initial value re-sent
-  on re-subscription (same time, same value), is counted as a duplicate, not stored.
+  on re-subscription (same time, same value), is counted as a duplicate, not stored; so
+  is the notification of a value the backfill read already that arrives after the read
+  (within the publishing interval), until a live value newer than the read arrives.
 - A source clock gone back (a server restarted without its epoch): a value older than
   the newest stored of its tag that is no such duplicate is kept with
   ``FLAG_CLOCK_BACK`` and quality uncertain (or refused, ``on_clock_back="refuse"``); one
@@ -288,8 +290,10 @@ class Ingest:
         self._pending: list[pd.DataFrame] = []
         self._pending_rows = 0
         self._held: list | None = None
-        # during the backfill of a session: tag -> (last time and value before it, times read)
-        self._overlap: dict[str, tuple[datetime, float | None, set[datetime]]] | None = None
+        # tag -> (last time and value before it, times read, newest time read); kept after
+        # the backfill until a live value newer than what it read arrives: a notification
+        # of a value the backfill read already may come after the read (publishing interval)
+        self._overlap: dict[str, tuple[datetime, float | None, set, datetime]] | None = None
         self._behind: dict[str, tuple[datetime, float]] = {}  # tag -> last clock-back value
         self.clock_back: _ClockBack | None = None  # the current (or last) episode
         self._stop = asyncio.Event()
@@ -384,6 +388,7 @@ class Ingest:
             if self.connected.is_set() or self.reconnects or self.resume:
                 raise ConnectionError(repr(exc)) from exc  # retried by run()
             raise _explain(exc, self) from exc
+        self._overlap = None
         try:
             await self._check_clock(client)
             specs, context = await self._discover(client)
@@ -396,11 +401,9 @@ class Ingest:
                 await self._recover(client, specs)
                 if backfill or self.state.last:
                     await self._backfill(client, specs)
-                self._held = None
-                for batch in held:  # overlap the backfill: _older() tells duplicates apart
-                    self._accept(batch)
+                self._release(held)
             finally:
-                self._held = self._overlap = None
+                self._held = None
             self.connected.set()
             logger.info("ingest: %d tags from %s", len(specs), self.endpoint)
             silent_s = sub.silent_limit_s()
@@ -625,6 +628,9 @@ class Ingest:
                 last[spec.tag], last_value[spec.tag] = ts, value
                 if self._behind:
                     self._behind.pop(spec.tag, None)
+                overlap = self._overlap.get(spec.tag) if self._overlap and not backfill else None
+                if overlap is not None and ts > overlap[3]:  # live, past what was read
+                    del self._overlap[spec.tag]
             else:
                 kind = "duplicate" if backfill else self._older(spec.tag, ts, value)
                 if kind == "duplicate":
@@ -666,7 +672,7 @@ class Ingest:
                 return "duplicate"  # e.g. the initial value sent again on re-subscription
             return "back"  # the same time with another value: another run of the source
         if self._overlap is not None and tag in self._overlap:
-            floor, floor_value, seen = self._overlap[tag]
+            floor, floor_value, seen, _ = self._overlap[tag]
             if ts in seen:
                 return "duplicate"
             if ts == floor:
@@ -745,8 +751,9 @@ class Ingest:
     async def _backfill(self, client: Client, specs: list[TagSpec]) -> None:
         """HistoryRead each tag from its last accepted time to now (where supported).
 
-        Keeps, until the live values held meanwhile are accepted, where each tag started
-        and the times read (``_overlap``), so that those values are told apart: read
+        Keeps, until a live value newer than what it read arrives for the tag, where each
+        tag started and the times read (``_overlap``), so that the live values held
+        meanwhile, and those whose notification comes after the read, are told apart: read
         already (duplicates), missing from the history (stored), or older than what was
         stored (the clock went back).
         """
@@ -764,12 +771,8 @@ class Ingest:
             except ua.UaError as exc:
                 logger.info("ingest: no HistoryRead for %s (%s)", spec.tag, exc)
                 continue
-            handle = next(h for h, s in self._specs.items() if s is spec)
-            items = [ua.MonitoredItemNotification(ClientHandle=handle, Value=dv) for dv in history]
-            seen = {_utc(dv.SourceTimestamp) for dv in history}
-            self._overlap[spec.tag] = (last, self.state.last_value.get(spec.tag), seen)
             before = self._pending_rows
-            self._accept(items, flags_extra=FLAG_BACKFILLED, backfill=True)
+            self._accept_history(spec, history)
             filled += self._pending_rows - before
         logger.info(
             "ingest: backfilled %d values from %s %s",
@@ -777,6 +780,25 @@ class Ingest:
             self.endpoint,
             "after reconnecting" if self.reconnects else "on start",
         )
+
+    def _release(self, held: list) -> None:
+        """Accept the live values held during the recovery and the backfill: they overlap
+        what the backfill read, and :meth:`_older` tells the duplicates apart. What the
+        backfill read stays known (``_overlap``) for notifications still on their way."""
+        self._held = None
+        for batch in held:
+            self._accept(batch)
+
+    def _accept_history(self, spec: TagSpec, history: list[ua.DataValue]) -> None:
+        """Accept what a HistoryRead of ``spec`` from its last accepted time returned, and
+        remember what it read (``_overlap``) for the live values of the same times."""
+        last = self.state.last[spec.tag]
+        handle = next(h for h, s in self._specs.items() if s is spec)
+        items = [ua.MonitoredItemNotification(ClientHandle=handle, Value=dv) for dv in history]
+        seen = {_utc(dv.SourceTimestamp) for dv in history}
+        newest = max(seen, default=last)
+        self._overlap[spec.tag] = (last, self.state.last_value.get(spec.tag), seen, newest)
+        self._accept(items, flags_extra=FLAG_BACKFILLED, backfill=True)
 
     # ------------------------------------------------------------------ recovery
     async def _recover(self, client: Client, specs: list[TagSpec]) -> None:

@@ -113,6 +113,49 @@ def test_every_value_the_server_produced_is_stored_once(config, store):
     assert set(ctx["unit"]) == {u.id for u in config.units}
 
 
+def test_a_live_value_notified_after_the_backfill_read_it_is_stored_once(store):
+    """The race behind a duplicate at a server restart: the backfill's HistoryRead already
+    returned the newest samples when the subscription's notification of one of them (sent
+    within the publishing interval) arrives, after the values held during the backfill were
+    accepted. It is a duplicate, not a clock going back; a genuinely older value still is."""
+    from datetime import UTC, datetime, timedelta
+
+    from connectors.ingest import TagSpec
+
+    t0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    ingest = Ingest("opc.tcp://127.0.0.1:4840/", Historian(store / "h"), store / "spool",
+                    last_times={"PR.T": pd.Timestamp(t0)})  # fmt: skip
+    spec = TagSpec(node_id="ns=2;s=PR.T", tag="PR.T")
+    ingest._specs = {7: spec}
+    ingest.state.last_value["PR.T"] = 1.0
+
+    def dv(minutes: int) -> ua.DataValue:
+        return ua.DataValue(
+            ua.Variant(float(minutes), ua.VariantType.Double),
+            SourceTimestamp=(t0 + timedelta(minutes=minutes)).replace(tzinfo=None),
+        )
+
+    ingest._overlap = {}
+    ingest._accept_history(spec, [dv(m) for m in (30, 60, 90)])  # the backfill's read
+    ingest._release([[ua.MonitoredItemNotification(ClientHandle=7, Value=dv(30))]])  # held
+    assert ingest.state.duplicates == 1
+    late = [ua.MonitoredItemNotification(ClientHandle=7, Value=dv(60))]
+    ingest._accept(late)  # the notification of a value the read returned, arriving late
+    assert ingest.state.duplicates == 2 and ingest.state.clock_back == 0
+    ingest._accept([ua.MonitoredItemNotification(ClientHandle=7, Value=dv(120))])
+    assert "PR.T" not in ingest._overlap  # live past what was read: the overlap is done
+    ingest._accept(late)  # now it is older than the stored values: the clock went back
+    assert ingest.state.clock_back == 1
+    stored = pd.concat(ingest._pending)
+    assert sorted(stored["time"].dt.minute + 60 * stored["time"].dt.hour) == [
+        750,
+        780,
+        780,
+        810,
+        840,
+    ]  # 12:30, 13:00 (twice: once as the clock-back value, flagged), 13:30, 14:00
+
+
 def test_server_restart_is_backfilled_without_gap_or_duplicates(config, store):
     url = f"opc.tcp://127.0.0.1:{free_port()}/biotwin/"
 
