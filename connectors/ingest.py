@@ -80,6 +80,11 @@ __all__ = ["ON_CLOCK_BACK", "Ingest", "IngestError", "TagSpec", "read_tag_map"]
 
 logger = logging.getLogger(__name__)
 
+#: how long what a backfill read is remembered after it, for live notifications of the same
+#: values still on their way: this many publishing intervals, and at least OVERLAP_MIN_S
+OVERLAP_PUBLISHES = 10
+OVERLAP_MIN_S = 5.0
+
 _URL = re.compile(r"^opc\.tcp://[^:/\s]+:\d{1,5}(/.*)?$")
 _NUMERIC = {
     ua.VariantType.Double,
@@ -294,6 +299,7 @@ class Ingest:
         # the backfill until a live value newer than what it read arrives: a notification
         # of a value the backfill read already may come after the read (publishing interval)
         self._overlap: dict[str, tuple[datetime, float | None, set, datetime]] | None = None
+        self._overlap_until = math.inf  # monotonic time the overlap is forgotten at
         self._behind: dict[str, tuple[datetime, float]] = {}  # tag -> last clock-back value
         self.clock_back: _ClockBack | None = None  # the current (or last) episode
         self._stop = asyncio.Event()
@@ -388,7 +394,7 @@ class Ingest:
             if self.connected.is_set() or self.reconnects or self.resume:
                 raise ConnectionError(repr(exc)) from exc  # retried by run()
             raise _explain(exc, self) from exc
-        self._overlap = None
+        self._overlap, self._overlap_until = None, math.inf
         try:
             await self._check_clock(client)
             specs, context = await self._discover(client)
@@ -671,6 +677,8 @@ class Ingest:
             if known is None or _same(known, value):
                 return "duplicate"  # e.g. the initial value sent again on re-subscription
             return "back"  # the same time with another value: another run of the source
+        if self._overlap and self._held is None and time.monotonic() > self._overlap_until:
+            self._overlap = None  # notifications sent before the backfill's read are in
         if self._overlap is not None and tag in self._overlap:
             floor, floor_value, seen, _ = self._overlap[tag]
             if ts in seen:
@@ -784,10 +792,14 @@ class Ingest:
     def _release(self, held: list) -> None:
         """Accept the live values held during the recovery and the backfill: they overlap
         what the backfill read, and :meth:`_older` tells the duplicates apart. What the
-        backfill read stays known (``_overlap``) for notifications still on their way."""
+        backfill read stays known (``_overlap``) for notifications still on their way, for
+        :data:`OVERLAP_PUBLISHES` publishing intervals at most (a tag that does not change
+        sends no newer value to end it)."""
         self._held = None
         for batch in held:
             self._accept(batch)
+        hold_s = max(OVERLAP_MIN_S, OVERLAP_PUBLISHES * self.publishing_ms / 1000.0)
+        self._overlap_until = time.monotonic() + hold_s
 
     def _accept_history(self, spec: TagSpec, history: list[ua.DataValue]) -> None:
         """Accept what a HistoryRead of ``spec`` from its last accepted time returned, and

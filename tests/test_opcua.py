@@ -142,6 +142,17 @@ def test_a_live_value_notified_after_the_backfill_read_it_is_stored_once(store):
     late = [ua.MonitoredItemNotification(ClientHandle=7, Value=dv(60))]
     ingest._accept(late)  # the notification of a value the read returned, arriving late
     assert ingest.state.duplicates == 2 and ingest.state.clock_back == 0
+    # a tag that sends nothing newer: what the read returned is forgotten after a few
+    # publishing intervals, and an old value is then a clock going back again
+    ingest._overlap_until = time.monotonic() - 1.0
+    ingest._accept([ua.MonitoredItemNotification(ClientHandle=7, Value=dv(60))])
+    assert ingest.state.clock_back == 1 and ingest._overlap is None
+    ingest.state.clock_back = 0
+    ingest._overlap = {}  # the same read again, for the rest of the story
+    ingest.state.last["PR.T"] = t0
+    ingest._pending, ingest._pending_rows = [], 0
+    ingest._accept_history(spec, [dv(m) for m in (30, 60, 90)])
+    ingest._release([])
     ingest._accept([ua.MonitoredItemNotification(ClientHandle=7, Value=dv(120))])
     assert "PR.T" not in ingest._overlap  # live past what was read: the overlap is done
     ingest._accept(late)  # now it is older than the stored values: the clock went back
