@@ -83,6 +83,8 @@ CANDIDATES = ("lgbm", "mspc", "unfolded", "summary", "monitor", "average")
 LINEAR = ("mspc", "unfolded", "summary", "monitor")
 N_FOLDS = 5
 CONFORMAL_LEVEL = 0.9
+#: what scoring works out once per fitted model and keeps (not part of the model's file)
+_SCORING_CACHE = ("_tags_used", "_renamed_cache")
 CLASS_MIN_COUNT = 3
 #: numbers of boosting rounds the cross-validation chooses among (up to the cap,
 #: ``n_estimators``) by out-of-fold log loss
@@ -243,7 +245,8 @@ class DeviationModel:
         InputError
             Too few labelled batches, or one outcome only.
         """
-        self.__dict__.pop("_tags_used", None)
+        for key in _SCORING_CACHE:
+            self.__dict__.pop(key, None)
         ids = history.labelled() if batch_ids is None else pd.Index(batch_ids)
         ids = history.outcomes.loc[ids].sort_values("order", kind="stable").index
         labels = history.outcomes.loc[ids, "label"]
@@ -342,7 +345,16 @@ class DeviationModel:
 
     def __getstate__(self) -> dict:
         # what scoring caches is not part of the model (its file, its bytes)
-        return {k: v for k, v in self.__dict__.items() if k != "_tags_used"}
+        return {k: v for k, v in self.__dict__.items() if k not in _SCORING_CACHE}
+
+    def _renamed(self) -> bool:
+        """Whether the classifier's features are not the featurizer's columns as they are
+        (then scoring builds the feature table; cached: both are fixed once fitted)."""
+        cached = self.__dict__.get("_renamed_cache")
+        if cached is None:
+            cached = self.featurizer.feature_names() != self.features
+            self.__dict__["_renamed_cache"] = cached
+        return cached
 
     def _booster_tags(self) -> np.ndarray:
         """Positions of the tags whose statistics the classifier's trees split on: scoring
@@ -611,7 +623,7 @@ class DeviationModel:
         if not early.any() or early.all():
             phases = [(self.early if early.any() else self.chosen, np.ones(len(ids), bool))]
         raw, X = {}, None
-        frame = frame or self.featurizer.feature_names() != self.features
+        frame = frame or self._renamed()
         for name in {m for pipeline, _ in phases for m in self._members(pipeline)}:
             if name == "lgbm" and not frame:
                 M = self.featurizer.matrix(history, ids, progress, cube, self._booster_tags())

@@ -296,10 +296,11 @@ class TrajectoryModel:
         X = tr.slice_means(seen, rows, g.n_bins, g.slices)
         return X.reshape(len(X), -1)
 
-    def _features(self, g: _GridModel, pca: _PCA, X: np.ndarray) -> np.ndarray:
-        """Monitoring statistics (and, for ``unfolded``, the scaled trajectory) of rows."""
+    def _features(self, g: _GridModel, pca: _PCA, X: np.ndarray, inplace=False) -> np.ndarray:
+        """Monitoring statistics (and, for ``unfolded``, the scaled trajectory) of rows
+        (``inplace``: ``X`` is scaled where it is, a scoring call's own array)."""
         n_t, S = len(self.tags), g.slices
-        Z = X - pca.mean
+        Z = np.subtract(X, pca.mean, out=X if inplace else None)
         Z *= 1.0 / pca.scale
         np.clip(Z, -CLIP_SD, CLIP_SD, out=Z)
         missing = np.isnan(Z)
@@ -468,7 +469,7 @@ class TrajectoryModel:
         for i in np.unique(which[asked]):
             g = self.models[i]
             at = np.flatnonzero((which == i) & asked)
-            F = self._features(g, g.pca, self._unfold(tr, seen, at, g))
+            F = self._features(g, g.pca, self._unfold(tr, seen, at, g), inplace=True)
             if kind == "monitor":
                 slope, intercept = g.mon_line
                 out[at] = slope * self._monitor_score(g, self._monitor_stats(g, F)[0]) + intercept
