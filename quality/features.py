@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from quality.data import BatchHistory
-from quality.mspc import count_seen, running_time
+from quality.mspc import count_seen, last_true, latest_bins, running_time
 
 __all__ = ["STATS", "BatchFeaturizer"]
 
@@ -463,20 +463,6 @@ class BatchFeaturizer:
         """The golden-batch rule's score: total hours outside the envelope, over all tags."""
         cols = [c for c in features.columns if c.endswith("|below_h") or c.endswith("|above_h")]
         return features[cols].fillna(0.0).sum(axis=1)
-
-
-def last_true(mask: np.ndarray) -> np.ndarray:
-    """Index of the last True along the last axis (-1 where none): each (batch, tag)'s
-    last bin with a value, or seen."""
-    last = mask.shape[-1] - 1 - mask[..., ::-1].argmax(axis=-1)
-    return np.where(mask.any(axis=-1), last, -1)
-
-
-def latest_bins(last_k: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The bins ``last_k - width + 1 .. last_k`` along a new last axis: their indices
-    (clipped at 0, for gathers) and whether each exists."""
-    k = last_k[..., None] - np.arange(width - 1, -1, -1)
-    return np.maximum(k, 0), k >= 0
 
 
 class _quiet:

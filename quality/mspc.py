@@ -155,6 +155,20 @@ def _summaries(z3: np.ndarray, seen: np.ndarray, last: np.ndarray) -> list[np.nd
     return [sd, slope, latest]
 
 
+def last_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the last True along the last axis (-1 where none): each (batch, tag)'s
+    last bin with a value, or seen."""
+    last = mask.shape[-1] - 1 - mask[..., ::-1].argmax(axis=-1)
+    return np.where(mask.any(axis=-1), last, -1)
+
+
+def latest_bins(last_k: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bins ``last_k - width + 1 .. last_k`` along a new last axis: their indices
+    (clipped at 0, for gathers) and whether each exists."""
+    k = last_k[..., None] - np.arange(width - 1, -1, -1)
+    return np.maximum(k, 0), k >= 0
+
+
 def running_time(t_h: np.ndarray) -> np.ndarray:
     """Running maximum over bins of the bins' batch time (empty bins: -inf)."""
     return np.maximum.accumulate(np.where(np.isfinite(t_h), t_h, -np.inf), axis=2)
@@ -310,7 +324,7 @@ class TrajectoryModel:
         z3 = Z.reshape(len(Z), n_t, S)
         seen = ~missing.reshape(len(Z), n_t, S)
         has = seen.any(axis=1)  # batch x slice
-        last = np.where(has.any(axis=1), S - 1 - np.argmax(has[:, ::-1], axis=1), 0)
+        last = np.maximum(last_true(has), 0)
         spe_last = r3[np.arange(len(Z)), :, last].sum(axis=1)
         R = max(1, round(S / 6))  # the latest sixth of the trajectory so far
         slices = np.arange(S)[None, :]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import Ridge
 
-from quality.features import last_true, latest_bins
+from quality.mspc import last_true, latest_bins
 
 __all__ = ["SensorCheck"]
 
